@@ -1,0 +1,271 @@
+"""The `probgen` command: demo, list, fit, sample, score, infer.
+
+Example:
+    $ probgen demo --out casino_demo
+    $ probgen list
+    $ probgen fit hmm_casino --out casino.probgen
+    $ probgen sample casino.probgen -n 5 --length 100 --out rolls.csv
+    $ probgen score casino.probgen rolls.csv
+    $ probgen infer examples/eight_schools.toml --out runs/eight_schools
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probgen.errors import DataError, ProbgenError
+
+_FIT_CONFIG_KEYS = {"recipe", "data", "build", "fit", "smoke", "seed"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `probgen` console script; returns the exit status."""
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if not getattr(arguments, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(arguments.handler(arguments) or 0)
+    except (ProbgenError, FileNotFoundError) as error:
+        print(f"probgen {arguments.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="probgen", description="Generative models behind one density contract."
+    )
+    commands = parser.add_subparsers(dest="command")
+
+    demo = commands.add_parser("demo", help="fit the dishonest-casino HMM and plot its decoding")
+    demo.add_argument("--out", default="probgen_demo", help="folder for the plot (created)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--rolls", type=int, default=2000, help="number of simulated rolls")
+    demo.set_defaults(handler=_demo)
+
+    listing = commands.add_parser("list", help="list the ready-made recipes")
+    listing.set_defaults(handler=_list)
+
+    fit = commands.add_parser("fit", help="fit a recipe (or a TOML config) and save the model")
+    fit.add_argument("target", help="recipe name (see `probgen list`) or a .toml config")
+    fit.add_argument("--data", help="training data: .csv or .npy file, or a folder of sequences")
+    fit.add_argument("--out", required=True, help="model file to write")
+    fit.add_argument("--smoke", action="store_true", help="use the recipe's seconds-long settings")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the recipe's data")
+    fit.set_defaults(handler=_fit)
+
+    sample = commands.add_parser("sample", help="draw samples from a saved model")
+    sample.add_argument("model", help="model file written by `probgen fit`")
+    sample.add_argument("-n", type=int, required=True, help="number of samples")
+    sample.add_argument("--length", type=int, help="sequence length (sequence models)")
+    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--out", required=True, help=".csv or .npy file to write")
+    sample.set_defaults(handler=_sample)
+
+    score = commands.add_parser("score", help="log-likelihood of data under a saved model")
+    score.add_argument("model", help="model file written by `probgen fit`")
+    score.add_argument("data", help=".csv or .npy file, or a folder of sequences")
+    score.add_argument("--out", help="optional .csv file of per-example scores")
+    score.set_defaults(handler=_score)
+
+    infer = commands.add_parser("infer", help="run a Bayesian inference experiment (TOML)")
+    infer.add_argument("config", help="experiment config (.toml)")
+    infer.add_argument("--out", help="results folder (default: from the config)")
+    infer.set_defaults(handler=_infer)
+    return parser
+
+
+def _demo(arguments: argparse.Namespace) -> int:
+    from probgen.demo import run_demo
+
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run_demo(out, seed=arguments.seed, n_rolls=arguments.rolls, progress=True)
+    print(f"\nplot written to {result['plot']}")
+    return 0
+
+
+def _list(arguments: argparse.Namespace) -> int:
+    from models import registry
+
+    rows = []
+    for recipe in registry.all_recipes():
+        flags = " (slow)" if recipe.slow else ""
+        rows.append((recipe.name, recipe.family or "-", recipe.description + flags))
+    width = max(len(name) for name, _, _ in rows)
+    family_width = max(len(family) for _, family, _ in rows)
+    for name, family, description in rows:
+        print(f"{name:<{width}}  {family:<{family_width}}  {description}")
+    return 0
+
+
+def _fit(arguments: argparse.Namespace) -> int:
+    from models import registry
+
+    settings = _fit_settings(arguments)
+    recipe = registry.get(settings["recipe"])
+    smoke = settings["smoke"]
+    build_options = {**(recipe.smoke.get("build", {}) if smoke else {}), **settings["build"]}
+    fit_options = {**(recipe.smoke_fit if smoke else {}), **settings["fit"]}
+    model = recipe.build(**build_options)
+    if settings["data"]:
+        data = _read_for_model(model, settings["data"])
+        source = settings["data"]
+    else:
+        data_options = recipe.smoke.get("data", {}) if smoke else {}
+        data = recipe.data(split="train", seed=settings["seed"], **data_options)
+        source = f"recipe {recipe.name!r} (train split)"
+    if "progress" in inspect.signature(model.fit).parameters:
+        fit_options.setdefault("progress", True)
+    print(f"fitting {type(model).__name__} ({recipe.name}) on {source} ...")
+    model.fit(data, **fit_options)
+    out = Path(arguments.out)
+    model.save(out)
+    history = getattr(model, "history_", None)
+    if history:
+        print(f"last monitored figure: {_format_history_entry(history[-1])}")
+    print(f"model saved to {out}")
+    return 0
+
+
+def _fit_settings(arguments: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "recipe": arguments.target,
+        "data": arguments.data,
+        "build": {},
+        "fit": {},
+        "smoke": arguments.smoke,
+        "seed": arguments.seed,
+    }
+    if not arguments.target.endswith(".toml"):
+        return settings
+    config_path = Path(arguments.target)
+    if not config_path.is_file():
+        raise DataError(f"config file {arguments.target!r} does not exist")
+    config = _read_toml(config_path)
+    unknown = set(config) - _FIT_CONFIG_KEYS
+    if unknown:
+        raise DataError(
+            f"config {arguments.target!r} has unknown keys {sorted(unknown)}; "
+            f"allowed: {sorted(_FIT_CONFIG_KEYS)}"
+        )
+    if "recipe" not in config:
+        raise DataError(f'config {arguments.target!r} must name a recipe (recipe = "...")')
+    settings.update({key: config[key] for key in config})
+    if config.get("data") and not arguments.data:
+        data_path = Path(config["data"])
+        settings["data"] = str(
+            data_path if data_path.is_absolute() else config_path.parent / data_path
+        )
+    if arguments.data:
+        settings["data"] = arguments.data
+    settings["smoke"] = bool(config.get("smoke", False)) or arguments.smoke
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise DataError(f"config {str(path)!r} is not valid TOML: {error}") from error
+
+
+def _sample(arguments: argparse.Namespace) -> int:
+    from probgen.datafiles import write_data
+    from probgen.io import load
+
+    model = load(arguments.model)
+    if arguments.n < 1:
+        raise DataError(f"-n must be at least 1, got {arguments.n}")
+    options: dict[str, Any] = {"seed": arguments.seed}
+    if getattr(model, "is_sequence_model", False):
+        if arguments.length is None:
+            raise DataError("--length is required for sequence models")
+        options["length"] = arguments.length
+    elif arguments.length is not None:
+        raise DataError(f"--length applies to sequence models; {type(model).__name__} is not one")
+    draws = model.sample(arguments.n, **options)
+    if isinstance(draws, tuple):
+        draws = draws[0]
+    write_data(arguments.out, draws)
+    print(f"{arguments.n} samples written to {arguments.out}")
+    return 0
+
+
+def _score(arguments: argparse.Namespace) -> int:
+    import pandas as pd
+    import torch
+
+    from probgen.io import load
+
+    model = load(arguments.model)
+    data = _read_for_model(model, arguments.data)
+    with torch.no_grad():
+        scores = model.log_prob(data).detach().cpu().numpy()
+    kind = str(model.log_prob_kind)
+    print(f"log_prob_kind: {kind}")
+    print(f"examples: {len(scores)}")
+    print(f"total log_prob: {scores.sum():.6f}")
+    print(f"mean log_prob: {scores.mean():.6f}")
+    if arguments.out:
+        pd.DataFrame({"log_prob": scores}).to_csv(arguments.out, index_label="example")
+        print(f"per-example scores written to {arguments.out}")
+    return 0
+
+
+def _infer(arguments: argparse.Namespace) -> int:
+    from probgen.experiments.runner import run_file
+
+    out = run_file(arguments.config, out_dir=arguments.out)
+    print(f"results written to {out}")
+    return 0
+
+
+def _read_for_model(model: Any, path: str) -> Any:
+    from probgen.datafiles import read_data
+
+    if not Path(path).exists():
+        raise DataError(f"data path {path!r} does not exist")
+    if getattr(model, "is_sequence_model", False):
+        sequences = read_data(path, sequences=True)
+        if len(model.event_shape) == 0:
+            squeezed = []
+            for index, sequence in enumerate(sequences):
+                if sequence.ndim == 2 and sequence.shape[1] != 1:
+                    raise DataError(
+                        f"data sequence {index} has {sequence.shape[1]} columns; "
+                        f"{type(model).__name__} takes one value per step"
+                    )
+                squeezed.append(sequence.reshape(-1))
+            return squeezed
+        return sequences
+    data = read_data(path)
+    if isinstance(data, np.ndarray) or getattr(model, "accepts_dataframe", False):
+        return data
+    numeric = all(np.issubdtype(dtype, np.number) for dtype in data.dtypes)
+    return data.to_numpy() if numeric else data
+
+
+def _format_history_entry(entry: Any) -> str:
+    if isinstance(entry, dict):
+        return ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in entry.items()
+        )
+    if isinstance(entry, float):
+        return f"{entry:.6g}"
+    return str(entry)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Neural generative models written as Pyro programs."""

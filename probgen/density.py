@@ -1,0 +1,222 @@
+"""The density contract shared by every probgen model.
+
+`Density` is the protocol (what a caller may rely on); `Model` is the `torch.nn.Module` base
+class that gives every model seeding, device and dtype handling, `NotFittedError`, and
+`save` / `probgen.load`.
+
+Example:
+    >>> import torch
+    >>> from probgen.density import LogProbKind, Model
+    >>> class Coin(Model):
+    ...     log_prob_kind = LogProbKind.EXACT
+    ...     def __init__(self, p: float = 0.5):
+    ...         super().__init__()
+    ...         self.p = p
+    ...         self.event_shape = torch.Size()
+    ...         self.register_buffer("logit", torch.tensor(0.0))
+    ...     def get_config(self):
+    ...         return {"p": self.p}
+    ...     def log_prob(self, x):
+    ...         return torch.distributions.Bernoulli(logits=self.logit).log_prob(x)
+    >>> Coin().log_prob(torch.tensor([0.0, 1.0])).exp()
+    tensor([0.5000, 0.5000])
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from probgen.errors import NoDensityError, NotFittedError
+
+
+class LogProbKind(str, enum.Enum):
+    """What a model's `log_prob` returns.
+
+    - ``EXACT``: the normalised log-density or log-mass.
+    - ``LOWER_BOUND``: a lower bound on it (an ELBO).
+    - ``ESTIMATE``: a stochastic estimate of it (importance weighting, AIS).
+    - ``UNNORMALIZED``: the log-density up to an unknown additive constant.
+    - ``NONE``: no density at all; `log_prob` raises `NoDensityError`.
+    """
+
+    EXACT = "exact"
+    LOWER_BOUND = "lower_bound"
+    ESTIMATE = "estimate"
+    UNNORMALIZED = "unnormalized"
+    NONE = "none"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@runtime_checkable
+class Density(Protocol):
+    """What every probgen model offers (see DESIGN.md, "The density contract")."""
+
+    event_shape: torch.Size
+    log_prob_kind: LogProbKind
+
+    def fit(self, data: Any, **options: Any) -> Density: ...
+
+    def log_prob(self, x: Any) -> torch.Tensor: ...
+
+    def sample(self, n: int, *, seed: int | None = None) -> Any: ...
+
+    def to(self, *args: Any, **kwargs: Any) -> Density: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+class Model(nn.Module):
+    """Base class of probgen models: an `nn.Module` with the density contract's plumbing.
+
+    Subclasses set `log_prob_kind` (class or instance attribute) and `event_shape`, store
+    parameters as `nn.Parameter`s or buffers, and implement `get_config()` returning the JSON
+    constructor arguments, so that `cls(**get_config())` followed by `load_state_dict` rebuilds
+    the model. Fitted values that are not tensors (history, iteration counts) are listed in
+    `fitted_attributes` and saved as JSON.
+
+    Conventions:
+        - `fit` sets `self.fitted_ = True` (through `_mark_fitted`) and returns `self`.
+        - `sample(n, *, seed=None)` draws from `self.make_generator(seed)`.
+        - Sequence models set `is_sequence_model = True` and take `length=` in `sample`.
+    """
+
+    log_prob_kind: LogProbKind = LogProbKind.EXACT
+    is_sequence_model: ClassVar[bool] = False
+    fitted_attributes: ClassVar[tuple[str, ...]] = ("history_", "n_iter_", "converged_")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fitted_ = False
+        self.event_shape = torch.Size()
+
+    # ---- configuration -------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments; `type(self)(**config)` rebuilds the shell."""
+        raise NotImplementedError(f"{type(self).__name__} must implement get_config()")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Model:
+        """Build an unfitted model from `get_config()`'s output."""
+        return cls(**config)
+
+    def get_fitted_state(self) -> dict[str, Any]:
+        """JSON-serialisable fitted values other than tensors (saved next to the tensors)."""
+        state: dict[str, Any] = {"fitted_": bool(self.fitted_)}
+        for name in self.fitted_attributes:
+            if hasattr(self, name):
+                state[name] = _to_json(getattr(self, name))
+        return state
+
+    def set_fitted_state(self, state: dict[str, Any]) -> None:
+        """Restore what `get_fitted_state` returned."""
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def get_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors to save; by default the state dict."""
+        return dict(self.state_dict())
+
+    def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Load tensors saved by `get_tensors`; by default a strict `load_state_dict`."""
+        reference = self.state_dict()
+        for name, value in tensors.items():
+            if name in reference and reference[name].shape != value.shape:
+                # Lazily sized buffers (set by fit) are resized before loading.
+                _resize_entry(self, name, value)
+        self.load_state_dict(tensors, strict=True)
+
+    # ---- fitting state -------------------------------------------------------------------
+    def _mark_fitted(self) -> None:
+        self.fitted_ = True
+
+    def check_fitted(self, method: str = "this method") -> None:
+        """Raise `NotFittedError` unless `fit` has run (or fitted values were loaded)."""
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet; call fit(data) before {method}"
+            )
+
+    # ---- device, dtype, randomness ---------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters and buffers (CPU when it has none)."""
+        for tensor in self._all_tensors():
+            return tensor.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model's parameters and buffers (float32 when it has none)."""
+        for tensor in self._all_tensors():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    def _all_tensors(self):
+        yield from self.parameters()
+        yield from self.buffers()
+
+    def make_generator(self, seed: int | torch.Generator | None = None) -> torch.Generator:
+        """A `torch.Generator` on the model's device: seeded when `seed` is given, else fresh."""
+        if isinstance(seed, torch.Generator):
+            return seed
+        generator = torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()
+        else:
+            if not isinstance(seed, (int,)) or isinstance(seed, bool):
+                from probgen.errors import DataError
+
+                raise DataError(f"seed must be an int, a torch.Generator or None, got {seed!r}")
+            generator.manual_seed(int(seed))
+        return generator
+
+    # ---- contract defaults -----------------------------------------------------------------
+    def log_prob(self, x: Any) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NoDensityError(f"{type(self).__name__} does not define log_prob")
+
+    def save(self, path: str | Path) -> None:
+        """Write the model to `path` atomically (safetensors tensors + JSON config)."""
+        from probgen.io import save_model
+
+        save_model(self, path)
+
+    def extra_repr(self) -> str:
+        try:
+            return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        except NotImplementedError:
+            return ""
+
+
+def _resize_entry(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner_path, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_path) if owner_path else module
+    current = getattr(owner, leaf)
+    replacement = torch.empty_like(value, device=current.device, dtype=current.dtype)
+    if isinstance(current, nn.Parameter):
+        setattr(owner, leaf, nn.Parameter(replacement, requires_grad=current.requires_grad))
+    else:
+        owner._buffers[leaf] = replacement
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:
+        return None
+    json.dumps(value)  # fail early on something JSON cannot hold
+    return value

@@ -1,0 +1,1 @@
+"""Bayesian inference experiments run from a config."""

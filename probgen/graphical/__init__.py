@@ -1,0 +1,1 @@
+"""Explicit-likelihood models: HMMs, Bayesian and Markov networks, Boltzmann machines."""

@@ -1,0 +1,1 @@
+"""Pure batched tensor functions for inference (no model classes)."""

@@ -1,0 +1,1 @@
+"""MCMC samplers vectorised over chains, and their diagnostics."""
