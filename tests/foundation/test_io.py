@@ -33,7 +33,7 @@ class TinyGaussian(Model):
         with torch.no_grad():
             self.loc.copy_(x.mean(0))
         self._mark_fitted()
-        self.history_ = [float(self.log_prob(x).mean())]
+        self.history_ = [float(self.log_prob(x).mean().detach())]
         return self
 
     def log_prob(self, x):
