@@ -198,7 +198,7 @@ def _sample(arguments: argparse.Namespace) -> int:
     draws = model.sample(arguments.n, **options)
     if isinstance(draws, tuple):
         draws = draws[0]
-    write_data(arguments.out, draws)
+    write_data(arguments.out, draws, sequences=getattr(model, "is_sequence_model", False))
     print(f"{arguments.n} samples written to {arguments.out}")
     return 0
 
@@ -239,6 +239,9 @@ def _read_for_model(model: Any, path: str) -> Any:
         raise DataError(f"data path {path!r} does not exist")
     if getattr(model, "is_sequence_model", False):
         sequences = read_data(path, sequences=True)
+        if len(model.event_shape) == 0 and path.endswith(".npy") and len(sequences) == 1:
+            # A 2-D array of scalar-valued steps is (n_sequences, length), not one sequence.
+            sequences = list(sequences[0]) if sequences[0].ndim == 2 else sequences
         if len(model.event_shape) == 0:
             squeezed = []
             for index, sequence in enumerate(sequences):

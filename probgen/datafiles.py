@@ -70,8 +70,13 @@ def read_data(
     return [group.drop(columns=id_column).to_numpy() for _, group in groups]
 
 
-def write_data(path: str | Path, data: Any) -> None:
+def write_data(path: str | Path, data: Any, *, sequences: bool = False) -> None:
     """Write samples to .npy (any array) or .csv (tables; sequences get a sequence-id column).
+
+    Args:
+        path: a .csv or .npy file.
+        data: an array, tensor, DataFrame or `Sequences`.
+        sequences: the first two axes are (sequence, step), also when there is no feature axis.
 
     Raises:
         DataError: the suffix is neither .csv nor .npy, or the folder does not exist.
@@ -93,6 +98,8 @@ def write_data(path: str | Path, data: Any) -> None:
     if path.suffix.lower() == ".npy":
         np.save(path, array)
         return
+    if sequences and array.ndim == 2:
+        array = array[..., None]
     if array.ndim <= 2:
         pd.DataFrame(array.reshape(array.shape[0], -1)).to_csv(path, index=False)
         return

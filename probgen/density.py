@@ -128,8 +128,10 @@ class Model(nn.Module):
         """Load tensors saved by `get_tensors`; by default a strict `load_state_dict`."""
         reference = self.state_dict()
         for name, value in tensors.items():
-            if name in reference and reference[name].shape != value.shape:
-                # Lazily sized buffers (set by fit) are resized before loading.
+            if name in reference and (
+                reference[name].shape != value.shape or reference[name].dtype != value.dtype
+            ):
+                # Lazily sized buffers (set by fit) and float64 models are matched before loading.
                 _resize_entry(self, name, value)
         self.load_state_dict(tensors, strict=True)
 
@@ -200,7 +202,7 @@ def _resize_entry(module: nn.Module, name: str, value: torch.Tensor) -> None:
     owner_path, _, leaf = name.rpartition(".")
     owner = module.get_submodule(owner_path) if owner_path else module
     current = getattr(owner, leaf)
-    replacement = torch.empty_like(value, device=current.device, dtype=current.dtype)
+    replacement = torch.empty_like(value, device=current.device)
     if isinstance(current, nn.Parameter):
         setattr(owner, leaf, nn.Parameter(replacement, requires_grad=current.requires_grad))
     else:
