@@ -155,6 +155,9 @@ def as_tensor(
             raise DataError(f"{name} contains infinite values")
         if not allow_nan and torch.isnan(tensor).any():
             raise DataError(f"{name} contains NaN values")
+    needs_values = integer or min_value is not None or max_value is not None
+    if not needs_values:
+        return tensor if dtype is None and device is None else tensor.to(device=device, dtype=dtype)
     finite = tensor[~torch.isnan(tensor)] if tensor.is_floating_point() else tensor
     if integer and tensor.is_floating_point() and finite.numel():
         if not torch.equal(finite, finite.round()):

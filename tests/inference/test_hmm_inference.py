@@ -1,0 +1,183 @@
+"""HMM inference functions against brute-force enumeration of every state path."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from probgen.inference import hmm as inference
+
+DTYPE = torch.float64
+
+
+def random_hmm(n_states: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.rand(n_states, dtype=DTYPE, generator=generator) + 0.1
+    transition = torch.rand(n_states, n_states, dtype=DTYPE, generator=generator) + 0.1
+    return start / start.sum(), transition / transition.sum(-1, keepdim=True)
+
+
+def random_emissions(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return 2.0 * torch.randn(*shape, dtype=DTYPE, generator=generator)
+
+
+def brute_force(start, transition, emission_log_probs):
+    """Joint log p(x, z) of every path z of one sequence (length, n_states)."""
+    length, n_states = emission_log_probs.shape
+    paths = list(itertools.product(range(n_states), repeat=length))
+    scores = []
+    for path in paths:
+        score = start[path[0]].log() + emission_log_probs[0, path[0]]
+        for t in range(1, length):
+            score = score + transition[path[t - 1], path[t]].log()
+            score = score + emission_log_probs[t, path[t]]
+        scores.append(score)
+    return torch.tensor(paths), torch.stack(scores)
+
+
+def brute_posteriors(paths, scores, n_states):
+    weights = torch.softmax(scores, 0)
+    length = paths.shape[1]
+    marginals = torch.zeros(length, n_states, dtype=DTYPE)
+    for t in range(length):
+        marginals[t].index_add_(0, paths[:, t], weights)
+    return marginals
+
+
+def brute_transition_counts(paths, scores, n_states):
+    weights = torch.softmax(scores, 0)
+    counts = torch.zeros(n_states, n_states, dtype=DTYPE)
+    for path, weight in zip(paths.tolist(), weights):
+        for a, b in zip(path[:-1], path[1:]):
+            counts[a, b] += weight
+    return counts
+
+
+@pytest.mark.parametrize("n_states,length,seed", [(2, 5, 0), (3, 4, 1), (4, 3, 2), (3, 1, 3)])
+def test_forward_backward_viterbi_match_enumeration(n_states, length, seed):
+    start, transition = random_hmm(n_states, seed)
+    emissions = random_emissions((2, length, n_states), seed + 10)
+    stats = inference.expected_statistics(start, transition, emissions)
+    paths, best = inference.viterbi(start.log(), transition.log(), emissions)
+    expected_counts = torch.zeros(n_states, n_states, dtype=DTYPE)
+    for i in range(2):
+        all_paths, scores = brute_force(start, transition, emissions[i])
+        torch.testing.assert_close(stats.log_likelihood[i], torch.logsumexp(scores, 0))
+        torch.testing.assert_close(
+            stats.posteriors[i], brute_posteriors(all_paths, scores, n_states)
+        )
+        expected_counts += brute_transition_counts(all_paths, scores, n_states)
+        assert paths[i].tolist() == all_paths[scores.argmax()].tolist()
+        torch.testing.assert_close(best[i], scores.max())
+    torch.testing.assert_close(stats.transition_counts, expected_counts)
+    torch.testing.assert_close(stats.start_counts, stats.posteriors[:, 0].sum(0))
+    torch.testing.assert_close(
+        inference.log_likelihood(start, transition, emissions), stats.log_likelihood
+    )
+
+
+def test_ragged_lengths_match_enumeration_of_each_sequence():
+    n_states = 3
+    start, transition = random_hmm(n_states, 5)
+    lengths = torch.tensor([4, 2, 1, 3])
+    emissions = random_emissions((4, 4, n_states), 6)
+    stats = inference.expected_statistics(start, transition, emissions, lengths)
+    paths, best = inference.viterbi(start.log(), transition.log(), emissions, lengths)
+    for i, length in enumerate(lengths.tolist()):
+        all_paths, scores = brute_force(start, transition, emissions[i, :length])
+        torch.testing.assert_close(stats.log_likelihood[i], torch.logsumexp(scores, 0))
+        torch.testing.assert_close(
+            stats.posteriors[i, :length], brute_posteriors(all_paths, scores, n_states)
+        )
+        assert (stats.posteriors[i, length:] == 0).all()
+        assert paths[i, :length].tolist() == all_paths[scores.argmax()].tolist()
+        assert (paths[i, length:] == -1).all()
+        torch.testing.assert_close(best[i], scores.max())
+    assert stats.transition_counts.sum().item() == pytest.approx(float((lengths - 1).sum()))
+
+
+def test_time_major_and_batch_first_agree():
+    start, transition = random_hmm(3, 7)
+    emissions = random_emissions((5, 6, 3), 8)
+    lengths = torch.tensor([6, 3, 5, 1, 6])
+    batch_first = inference.expected_statistics(start, transition, emissions, lengths)
+    time_major = inference.expected_statistics(
+        start, transition, emissions.transpose(0, 1).contiguous(), lengths, time_major=True
+    )
+    torch.testing.assert_close(batch_first.posteriors, time_major.posteriors.transpose(0, 1))
+    torch.testing.assert_close(batch_first.transition_counts, time_major.transition_counts)
+    torch.testing.assert_close(batch_first.log_likelihood, time_major.log_likelihood)
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 1000, 2049])
+def test_parallel_scan_matches_sequential_pass(length):
+    start, transition = random_hmm(4, 9)
+    emissions = random_emissions((3, length, 4), 10)
+    lengths = torch.tensor([length, max(1, length // 2), 1])
+    sequential = inference.log_likelihood(
+        start, transition, emissions, lengths, method="sequential"
+    )
+    scanned = inference.forward_parallel_scan(start, transition, emissions, lengths)
+    torch.testing.assert_close(scanned, sequential, rtol=1e-10, atol=1e-8)
+
+
+def test_differentiable_log_likelihood_matches_and_has_gradients():
+    start, transition = random_hmm(3, 11)
+    emissions = random_emissions((2, 4, 3), 12).requires_grad_(True)
+    lengths = torch.tensor([4, 3])
+    value = inference.hmm_log_likelihood(start.log(), transition.log(), emissions, lengths)
+    reference = inference.log_likelihood(start, transition, emissions.detach(), lengths)
+    torch.testing.assert_close(value.detach(), reference)
+    value.sum().backward()
+    # d log p(x) / d log b_t(s) is the posterior p(z_t = s | x).
+    posteriors = inference.posteriors(start, transition, emissions.detach(), lengths)
+    torch.testing.assert_close(emissions.grad, posteriors)
+
+
+def test_differentiable_log_likelihood_broadcasts_over_parameter_batches():
+    starts, transitions = zip(*[random_hmm(2, seed) for seed in range(3)])
+    start = torch.stack(starts)
+    transition = torch.stack(transitions)
+    emissions = random_emissions((3, 5, 2), 13)
+    batched = inference.hmm_log_likelihood(start.log(), transition.log(), emissions)
+    for i in range(3):
+        single = inference.log_likelihood(start[i], transition[i], emissions[i : i + 1])
+        torch.testing.assert_close(batched[i], single[0])
+
+
+def test_impossible_observation_gives_minus_infinity_without_nan():
+    start, transition = random_hmm(2, 14)
+    emissions = random_emissions((2, 4, 2), 15)
+    emissions[0, 2] = -torch.inf
+    stats = inference.expected_statistics(start, transition, emissions)
+    assert stats.log_likelihood[0] == -torch.inf
+    assert torch.isfinite(stats.log_likelihood[1])
+    all_paths, scores = brute_force(start, transition, emissions[1])
+    torch.testing.assert_close(stats.log_likelihood[1], torch.logsumexp(scores, 0))
+    assert not torch.isnan(stats.posteriors[1]).any()
+
+
+def test_float32_agrees_with_float64():
+    start, transition = random_hmm(5, 16)
+    emissions = random_emissions((8, 300, 5), 17)
+    exact = inference.log_likelihood(start, transition, emissions)
+    single = inference.log_likelihood(start.float(), transition.float(), emissions.float())
+    torch.testing.assert_close(single.double(), exact, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("n_states,length", [(2, 1), (3, 4), (2, 300), (4, 1100)])
+def test_scan_forward_backward_matches_sequential(n_states, length):
+    start, transition = random_hmm(n_states, 18)
+    emissions = random_emissions((3, length, n_states), 19)
+    lengths = torch.tensor([length, max(1, length - 3), max(1, length // 3)])
+    sequential = inference.expected_statistics(
+        start, transition, emissions, lengths, method="sequential"
+    )
+    scanned = inference.expected_statistics(start, transition, emissions, lengths, method="scan")
+    torch.testing.assert_close(scanned.log_likelihood, sequential.log_likelihood)
+    torch.testing.assert_close(scanned.posteriors, sequential.posteriors)
+    torch.testing.assert_close(scanned.transition_counts, sequential.transition_counts)
+    torch.testing.assert_close(scanned.start_counts, sequential.start_counts)

@@ -1,0 +1,108 @@
+"""The `probgen` command end to end: list, fit, sample, score, demo, and its error messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probgen.cli import main
+
+
+def test_list_shows_recipes(capsys):
+    assert main(["list"]) == 0
+    output = capsys.readouterr().out
+    assert "hmm_casino" in output
+
+
+def test_fit_sample_score_round_trip(tmp_path, capsys):
+    model_path = tmp_path / "casino.probgen"
+    assert main(["fit", "hmm_casino", "--smoke", "--out", str(model_path)]) == 0
+    assert model_path.is_file()
+    draws = tmp_path / "draws.csv"
+    assert (
+        main(
+            [
+                "sample",
+                str(model_path),
+                "-n",
+                "3",
+                "--length",
+                "20",
+                "--seed",
+                "1",
+                "--out",
+                str(draws),
+            ]
+        )
+        == 0
+    )
+    frame = pd.read_csv(draws)
+    assert frame["sequence_id"].nunique() == 3 and len(frame) == 60
+    scores = tmp_path / "scores.csv"
+    assert main(["score", str(model_path), str(draws), "--out", str(scores)]) == 0
+    output = capsys.readouterr().out
+    assert "log_prob_kind: exact" in output
+    assert len(pd.read_csv(scores)) == 3
+
+
+def test_fit_from_data_file_and_toml_config(tmp_path):
+    rolls = np.random.default_rng(0).integers(0, 6, size=(4, 50))
+    np.save(tmp_path / "rolls.npy", rolls)
+    config = tmp_path / "casino.toml"
+    config.write_text('recipe = "hmm_casino"\ndata = "rolls.npy"\nsmoke = true\n')
+    assert main(["fit", str(config), "--out", str(tmp_path / "m.probgen")]) == 0
+
+
+def test_sequences_from_folder(tmp_path):
+    folder = tmp_path / "seqs"
+    folder.mkdir()
+    for index in range(3):
+        np.save(folder / f"s{index}.npy", np.arange(10 + index) % 6)
+    assert (
+        main(
+            [
+                "fit",
+                "hmm_casino",
+                "--smoke",
+                "--data",
+                str(folder),
+                "--out",
+                str(tmp_path / "m.probgen"),
+            ]
+        )
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["fit", "no_such_recipe", "--out", "x.probgen"], "recipe 'no_such_recipe' not found"),
+        (["score", "missing.probgen", "data.csv"], "is not a file"),
+        (["fit", "hmm_casino", "--data", "nowhere.csv", "--out", "x.probgen"], "does not exist"),
+    ],
+)
+def test_errors_are_one_clear_line(arguments, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(arguments) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_typo_in_config_is_named(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text('recipe = "hmm_casino"\nfitt = {}\n')
+    assert main(["fit", str(config), "--out", str(tmp_path / "m.probgen")]) == 1
+    assert "fitt" in capsys.readouterr().err
+
+
+def test_corrupt_model_file(tmp_path, capsys):
+    path = tmp_path / "bad.probgen"
+    path.write_bytes(b"\x00" * 64)
+    assert main(["sample", str(path), "-n", "2", "--out", str(tmp_path / "x.npy")]) == 1
+    assert "not a probgen model file" in capsys.readouterr().err
+
+
+def test_demo_writes_plot(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--rolls", "600"]) == 0
+    assert (tmp_path / "casino.png").stat().st_size > 1000
