@@ -1,0 +1,395 @@
+"""Neural likelihood models side by side with the references, in one run.
+
+1. Flows against zuko with the same architecture (layers, hidden sizes, bins), trained with the
+   same data, batch size, epochs and Adam settings: time per training step and held-out
+   log-likelihood on scikit-learn's two moons and on the ring of 8 Gaussians (whose exact
+   density gives the best achievable figure).
+2. Pyro SVI overhead: time per step of the VAE's Pyro `Trace_ELBO` loss against the same
+   estimator written in plain torch (DESIGN.md's bar: within 1.3x).
+3. VAE on binarized MNIST: test NLL by the IWAE estimate (k=5000 on a stated test subset)
+   after a stated CPU training budget, next to the IWAE paper's 86.76 nats.
+4. MADE on debd sets and a character model on tiny shakespeare, from
+   `benchmarks/_neural_autoregressive.py` (recorded as "missing" when that file is absent).
+
+Usage:
+    python benchmarks/neural_likelihood.py [--quick] [--threads N]
+
+Writes benchmarks/results/neural_likelihood.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from models import flow_gaussians, flow_moons  # noqa: E402
+from models._shared_data import SharedDataMissing  # noqa: E402
+from probgen.deep.flows import Flow  # noqa: E402
+from probgen.deep.vae import VAE  # noqa: E402
+from probgen.training import fit_model  # noqa: E402
+
+IWAE_PAPER_NLL = 86.76
+
+
+# ---------------------------------------------------------------------------------------------
+# Flows against zuko
+# ---------------------------------------------------------------------------------------------
+def _zuko_flow(kind: str, n_layers: int, hidden: tuple[int, ...], bins: int, bound: float):
+    import zuko
+
+    if kind == "maf":
+        return zuko.flows.MAF(2, transforms=n_layers, hidden_features=hidden)
+    if kind == "nsf":
+        # zuko's rational-quadratic splines live on [-5, 5], like ours with bound=5.
+        assert bound == 5.0
+        return zuko.flows.NSF(2, transforms=n_layers, bins=bins, hidden_features=hidden)
+    return zuko.flows.RealNVP(2, transforms=n_layers, hidden_features=hidden)
+
+
+def _fit_zuko(flow: Any, train: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int):
+    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    steps = 0
+    started = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(train), batch_size):
+            batch = train[order[start : start + batch_size]]
+            loss = -flow().log_prob(batch).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+    return (time.perf_counter() - started) / steps
+
+
+def flows_vs_zuko(quick: bool) -> list[dict[str, Any]]:
+    n_train = 2000 if quick else 10_000
+    n_test = 2000 if quick else 5000
+    epochs = 4 if quick else 25
+    batch_size, lr, n_layers, hidden, bins, bound = 256, 2e-3, 4, (64, 64), 8, 5.0
+    rows = []
+    datasets = {
+        "moons": (flow_moons.data("train", n=n_train), flow_moons.data("test", n=n_test), None),
+        "ring": (
+            flow_gaussians.data("train", n=n_train),
+            flow_gaussians.data("test", n=n_test),
+            flow_gaussians.true_log_prob,
+        ),
+    }
+    for dataset, (train, test, true_log_prob) in datasets.items():
+        for kind in ("realnvp", "maf", "nsf"):
+            # Untimed warm-up of both libraries (lazy initialisation, allocator).
+            Flow(
+                2,
+                kind=kind,
+                n_layers=n_layers,
+                hidden_dims=hidden,
+                count_bins=bins,
+                bound=bound,
+                seed=0,
+            ).fit(train[:512], epochs=1, batch_size=batch_size)
+            _fit_zuko(
+                _zuko_flow(kind, n_layers, hidden, bins, bound),
+                train[:512],
+                1,
+                batch_size,
+                lr,
+                seed=0,
+            )
+            torch.manual_seed(0)
+            ours = Flow(
+                2,
+                kind=kind,
+                n_layers=n_layers,
+                hidden_dims=hidden,
+                count_bins=bins,
+                bound=bound,
+                seed=0,
+            )
+            started = time.perf_counter()
+            ours.fit(train, epochs=epochs, batch_size=batch_size, lr=lr)
+            our_step = (time.perf_counter() - started) / ours.history_[-1]["steps"]
+            our_ll = float(ours.log_prob(test).double().mean())
+
+            torch.manual_seed(0)
+            theirs = _zuko_flow(kind, n_layers, hidden, bins, bound)
+            their_step = _fit_zuko(theirs, train, epochs, batch_size, lr, seed=0)
+            with torch.no_grad():
+                their_ll = float(theirs().log_prob(test).double().mean())
+
+            row = {
+                "dataset": dataset,
+                "n_parameters": sum(p.numel() for p in ours.parameters()),
+                "zuko_n_parameters": sum(p.numel() for p in theirs.parameters()),
+                "kind": kind,
+                "n_layers": n_layers,
+                "hidden_dims": list(hidden),
+                "epochs": epochs,
+                "n_train": n_train,
+                "n_test": n_test,
+                "probgen_seconds_per_step": our_step,
+                "zuko_seconds_per_step": their_step,
+                "time_ratio_probgen_over_zuko": our_step / their_step,
+                "probgen_test_log_prob": our_ll,
+                "zuko_test_log_prob": their_ll,
+                "log_prob_difference_probgen_minus_zuko": our_ll - their_ll,
+            }
+            if true_log_prob is not None:
+                row["true_density_test_log_prob"] = float(true_log_prob(test).mean())
+            rows.append(row)
+            print(
+                f"  flow {dataset:5s} {kind:7s} ours {our_ll:7.3f} zuko {their_ll:7.3f} "
+                f"time ratio {our_step / their_step:5.2f}",
+                flush=True,
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Pyro SVI overhead
+# ---------------------------------------------------------------------------------------------
+def _plain_elbo_loss(model: VAE, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return -model._log_weights(batch[0], None, 1, None).mean()
+
+
+def svi_overhead(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    steps = 60 if quick else 300
+    for name, width, hidden, latent, batch in (
+        ("digits-size", 64, (128, 64), 8, 100),
+        ("mnist-size", 784, (200, 200), 50, 100),
+    ):
+        generator = torch.Generator().manual_seed(0)
+        x = torch.bernoulli(torch.full((batch * 20, width), 0.3), generator=generator)
+        timings = {}
+        for engine in ("pyro", "torch"):
+            vae = VAE((width,), latent, hidden_dims=hidden, seed=0)
+            loss = vae._make_loss() if engine == "pyro" else _plain_elbo_loss
+            fit_model(vae, (x,), loss=loss, epochs=1, batch_size=batch, seed=0)  # warm up
+            started = time.perf_counter()
+            fit_model(
+                vae, (x,), loss=loss, epochs=10_000, batch_size=batch, seed=0, max_steps=steps
+            )
+            timings[engine] = (time.perf_counter() - started) / steps
+        rows.append(
+            {
+                "model": name,
+                "pyro_trace_elbo_seconds_per_step": timings["pyro"],
+                "plain_torch_seconds_per_step": timings["torch"],
+                "ratio_pyro_over_torch": timings["pyro"] / timings["torch"],
+            }
+        )
+        print(
+            f"  svi {name}: pyro/torch step time {timings['pyro'] / timings['torch']:.2f}",
+            flush=True,
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# VAE on binarized MNIST
+# ---------------------------------------------------------------------------------------------
+def vae_mnist(quick: bool) -> dict[str, Any]:
+    from models import vae_mnist as recipe
+
+    budget = 20.0 if quick else 240.0
+    n_eval = 50 if quick else 500
+    k = 5000
+    try:
+        train = recipe.data("train")
+        test = recipe.data("test")[:n_eval]
+    except SharedDataMissing as error:
+        return {"status": "missing", "reason": str(error)}
+    vae = recipe.build()
+    batch_size = 100
+    # Time a few steps, then train for the step count that fits the budget.
+    probe = fit_model(
+        vae,
+        (train[:2000],),
+        loss=vae._make_loss(),
+        epochs=1,
+        batch_size=batch_size,
+        seed=0,
+        max_steps=10,
+    )
+    step_seconds = probe[-1]["seconds"] / probe[-1]["steps"]
+    max_steps = max(1, int(budget / step_seconds))
+    started = time.perf_counter()
+    vae.fit(train, epochs=10_000, batch_size=batch_size, max_steps=max_steps, lr=1e-3)
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    iwae = vae.iwae(test, k=k)
+    eval_seconds = time.perf_counter() - started
+    elbo = vae.elbo(test, n_samples=100)
+    nll = -float(iwae.double().mean())
+    result = {
+        "status": "ok",
+        "architecture": "784-200-200-50 MLP (ReLU), Bernoulli decoder",
+        "objective": "ELBO (Pyro Trace_ELBO, one particle), Adam lr 1e-3, batch 100",
+        "training_budget_seconds": budget,
+        "training_seconds": train_seconds,
+        "training_steps": vae.history_[-1]["steps"],
+        "epochs_equivalent": vae.history_[-1]["steps"] * batch_size / len(train),
+        "test_subset": f"first {n_eval} of the 10000 test images",
+        "iwae_k": k,
+        "test_nll_iwae_nats": nll,
+        "test_nll_iwae_standard_error": float(iwae.double().std() / math.sqrt(n_eval)),
+        "test_negative_elbo_nats": -float(elbo.double().mean()),
+        "evaluation_seconds": eval_seconds,
+        "reference_nll_nats": IWAE_PAPER_NLL,
+        "reference": "Burda et al. 2016 (IWAE, k=50 training, 3280 passes, 1 stochastic layer)",
+        "ratio_probgen_over_reference": nll / IWAE_PAPER_NLL,
+    }
+    print(
+        f"  vae mnist: IWAE-{k} NLL {nll:.2f} nats after {train_seconds:.0f}s "
+        f"(paper {IWAE_PAPER_NLL})",
+        flush=True,
+    )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Part B: MADE and the character model
+# ---------------------------------------------------------------------------------------------
+def autoregressive(quick: bool) -> dict[str, Any]:
+    path = Path(__file__).with_name("_neural_autoregressive.py")
+    if not path.exists():
+        return {"made": "missing", "charlm": "missing"}
+    spec = importlib.util.spec_from_file_location("_neural_autoregressive", path)
+    module = importlib.util.module_from_spec(spec)
+    results: dict[str, Any] = {}
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        return {"made": "error", "charlm": "error", "error": traceback.format_exc()}
+    for key, name in (("made", "run_made_benchmark"), ("charlm", "run_charlm_benchmark")):
+        function = getattr(module, name, None)
+        if function is None:
+            results[key] = "missing"
+            continue
+        try:
+            results[key] = function(quick)
+        except Exception:
+            results[key] = {"status": "error", "error": traceback.format_exc()}
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+def machine(threads: int) -> dict[str, Any]:
+    import os
+
+    import pyro
+    import zuko
+
+    import probgen
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "python": platform.python_version(),
+        "probgen": probgen.__version__,
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "zuko": getattr(zuko, "__version__", "unknown"),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["flows", "svi", "vae", "autoregressive"]
+    )
+    parser.add_argument(
+        "--output", default=str(ROOT / "benchmarks" / "results" / "neural_likelihood.json")
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {
+        "benchmark": "neural_likelihood",
+        "quick": args.quick,
+        "machine": machine(args.threads),
+    }
+    started = time.perf_counter()
+    if "flows" not in args.skip:
+        print("flows vs zuko", flush=True)
+        report["flows_vs_zuko"] = flows_vs_zuko(args.quick)
+    if "svi" not in args.skip:
+        print("pyro svi overhead", flush=True)
+        report["svi_overhead"] = svi_overhead(args.quick)
+    if "vae" not in args.skip:
+        print("vae on binarized mnist", flush=True)
+        report["vae_mnist"] = vae_mnist(args.quick)
+    if "autoregressive" not in args.skip:
+        print("made and character model (part B)", flush=True)
+        report["autoregressive"] = autoregressive(args.quick)
+    report["total_seconds"] = time.perf_counter() - started
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, default=str))
+    _print_table(report)
+    print(f"wrote {output}")
+    return report
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    print()
+    print(f"threads={report['machine']['torch_threads']} cpus={report['machine']['cpu_count']}")
+    rows = report.get("flows_vs_zuko", [])
+    if rows:
+        print(
+            f"{'data':6s} {'kind':8s} {'ours LL':>8s} {'zuko LL':>8s} {'true LL':>8s} "
+            f"{'time ours/zuko':>15s}"
+        )
+        for row in rows:
+            true = row.get("true_density_test_log_prob")
+            true_text = f"{true:8.3f}" if true is not None else f"{'-':>8s}"
+            print(
+                f"{row['dataset']:6s} {row['kind']:8s} {row['probgen_test_log_prob']:8.3f} "
+                f"{row['zuko_test_log_prob']:8.3f} {true_text} "
+                f"{row['time_ratio_probgen_over_zuko']:15.2f}"
+            )
+    for row in report.get("svi_overhead", []):
+        print(
+            f"SVI {row['model']}: Pyro Trace_ELBO / plain torch step = "
+            f"{row['ratio_pyro_over_torch']:.2f}"
+        )
+    vae = report.get("vae_mnist")
+    if vae and vae.get("status") == "ok":
+        print(
+            f"VAE MNIST: IWAE k={vae['iwae_k']} test NLL {vae['test_nll_iwae_nats']:.2f} "
+            f"+- {vae['test_nll_iwae_standard_error']:.2f} nats ({vae['test_subset']}) after "
+            f"{vae['training_seconds']:.0f}s CPU; paper {vae['reference_nll_nats']}"
+        )
+    elif vae:
+        print(f"VAE MNIST: {vae.get('status')}: {vae.get('reason', '')}")
+    auto = report.get("autoregressive", {})
+    for key in ("made", "charlm"):
+        value = auto.get(key)
+        if isinstance(value, dict):
+            print(f"{key}: {json.dumps(value, default=str)[:300]}")
+        elif value is not None:
+            print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()

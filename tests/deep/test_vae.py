@@ -1,0 +1,230 @@
+"""VAE: the ELBO and IWAE estimates against the exact likelihood of a one-dimensional latent
+model (quadrature), conditional and conv variants, kinds, and bad input."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pyro
+import pytest
+import torch
+
+import probgen
+from probgen.deep.vae import VAE
+from probgen.density import LogProbKind
+from probgen.errors import DataError, NotFittedError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small-op training loops slow down by 10x or more when two threads contend on a
+    # shared machine; the library never sets threads, the tests do.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _binary(n: int = 128, width: int = 4, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    # Two prototypes with flipped bits: a latent structure worth modelling.
+    prototypes = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])[:, :width]
+    which = torch.randint(2, (n,), generator=generator)
+    flips = torch.bernoulli(torch.full((n, width), 0.1), generator=generator)
+    return (prototypes[which] + flips) % 2
+
+
+@pytest.fixture(scope="module")
+def tiny_vae() -> VAE:
+    vae = VAE((4,), latent_dim=1, hidden_dims=(16,), seed=0, epochs=30, batch_size=32, lr=1e-2)
+    return vae.fit(_binary()).double()
+
+
+def _exact_log_prob(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """log p(x) = log integral N(z; 0, 1) p(x | z) dz by the trapezoid rule (latent_dim 1)."""
+    grid = torch.linspace(-9.0, 9.0, 6001, dtype=torch.float64)
+    with torch.no_grad():
+        logits = vae.decoder(grid[:, None], None)  # (G, 4)
+    log_likelihood = torch.distributions.Bernoulli(logits=logits[:, None, :]).log_prob(x).sum(-1)
+    log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(grid)[:, None]
+    log_integrand = log_likelihood + log_prior
+    step = grid[1] - grid[0]
+    weights = torch.full_like(grid, math.log(step))
+    weights[[0, -1]] += math.log(0.5)
+    return torch.logsumexp(log_integrand + weights[:, None], 0)
+
+
+def test_iwae_tightens_with_k_and_stays_between_elbo_and_exact_log_likelihood(tiny_vae):
+    support = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)), dtype=torch.float64)
+    exact = _exact_log_prob(tiny_vae, support)
+    # The quadrature oracle is itself checked: a distribution over 16 binary vectors sums to 1.
+    assert abs(torch.logsumexp(exact, 0).item()) < 1e-6
+    elbo = tiny_vae.elbo(support, n_samples=2000).mean()
+    # Each estimate is averaged over independent repeats so that its noise is far below the
+    # gaps between k (the repeats form a batch dimension).
+    repeats = {1: 400, 10: 400, 100: 100, 2000: 10}
+    estimates = [
+        tiny_vae.iwae(support.expand(repeats[k], 16, 4), k=k).mean() for k in (1, 10, 100, 2000)
+    ]
+    assert abs(estimates[0] - elbo) < 0.02  # IWAE with k=1 is the ELBO
+    assert elbo < estimates[1] < estimates[2] < estimates[3]
+    assert estimates[3] <= exact.mean() + 1e-3
+    assert exact.mean() - estimates[3] < 0.02
+
+
+def test_log_prob_kind_is_honest_and_switchable(tiny_vae, tmp_path):
+    x = _binary(8)
+    assert tiny_vae.log_prob_kind is LogProbKind.LOWER_BOUND
+    assert torch.allclose(tiny_vae.log_prob(x.double()), tiny_vae.elbo(x.double()))
+    tiny_vae.log_prob_estimator = "iwae"
+    try:
+        assert tiny_vae.log_prob_kind is LogProbKind.ESTIMATE
+        assert torch.allclose(tiny_vae.log_prob(x.double(), k=50), tiny_vae.iwae(x.double(), k=50))
+        tiny_vae.save(tmp_path / "vae.probgen")
+        restored = probgen.load(tmp_path / "vae.probgen")
+        assert restored.log_prob_kind is LogProbKind.ESTIMATE
+    finally:
+        tiny_vae.log_prob_estimator = "elbo"
+    assert torch.equal(tiny_vae.log_prob(x.double()), tiny_vae.log_prob(x.double()))
+    assert not torch.equal(tiny_vae.log_prob(x.double(), seed=1), tiny_vae.log_prob(x.double()))
+
+
+def test_training_improves_the_elbo_and_keeps_pyro_param_store_empty():
+    pyro.clear_param_store()
+    x = _binary(256)
+    vae = VAE((4,), 2, hidden_dims=(16,), seed=0, epochs=15, batch_size=32, lr=1e-2)
+    vae.fit(x, validation_data=_binary(64, seed=1))
+    assert vae.history_[-1]["train_loss"] < vae.history_[0]["train_loss"] - 0.3
+    assert vae.history_[-1]["val_log_prob"] > vae.history_[0]["val_log_prob"]
+    assert len(pyro.get_param_store().keys()) == 0
+
+
+@pytest.mark.parametrize("objective", ["meanfield_elbo", "iwae"])
+def test_other_objectives_train(objective):
+    vae = VAE(
+        (4,),
+        2,
+        hidden_dims=(16,),
+        seed=0,
+        epochs=4,
+        batch_size=32,
+        lr=1e-2,
+        objective=objective,
+        n_particles=5,
+    )
+    vae.fit(_binary(128))
+    assert vae.history_[-1]["train_loss"] < vae.history_[0]["train_loss"]
+
+
+def test_same_seed_same_fit():
+    first = VAE((4,), 2, hidden_dims=(8,), seed=3, epochs=2).fit(_binary())
+    second = VAE((4,), 2, hidden_dims=(8,), seed=3, epochs=2).fit(_binary())
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_encode_decode_reconstruct_sample_shapes(tiny_vae):
+    x = _binary(5).double()
+    loc, scale = tiny_vae.encode(x)
+    assert loc.shape == (5, 1) and bool((scale > 0).all())
+    assert tiny_vae.decode(loc).shape == (5, 4)
+    assert tiny_vae.reconstruct(x).shape == (5, 4)
+    draws = tiny_vae.sample(7, seed=0)
+    assert draws.shape == (7, 4) and set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(draws, tiny_vae.sample(7, seed=0))
+    means = tiny_vae.sample(7, seed=0, mean=True)
+    assert bool(((means > 0) & (means < 1)).all())
+    assert tiny_vae.log_prob(x.reshape(5, 1, 4)).shape == (5, 1)
+
+
+def test_conditional_vae_uses_labels():
+    x = _binary(256)
+    labels = (x[:, 0] == 1).long()  # the prototype identity
+    vae = VAE((4,), 1, hidden_dims=(16,), n_classes=2, seed=0, epochs=20, batch_size=32, lr=1e-2)
+    vae.fit(x, labels)
+    draws = vae.sample(400, seed=0, labels=1)
+    # Label 1 is prototype [1, 1, 0, 0]: its first pixel is mostly on.
+    assert draws[:, 0].mean() > 0.75
+    assert vae.sample(400, seed=0, labels=0)[:, 0].mean() < 0.25
+    right = vae.log_prob(x[:50], labels[:50]).mean()
+    wrong = vae.log_prob(x[:50], 1 - labels[:50]).mean()
+    assert right > wrong
+    assert vae.log_prob((x[:3], labels[:3])).shape == (3,)
+    with pytest.raises(DataError, match="labels"):
+        vae.log_prob(x[:3])
+    with pytest.raises(DataError, match="labels"):
+        vae.log_prob(x[:3], torch.tensor([0, 1, 2]))
+
+
+def test_conv_gaussian_vae_on_images():
+    from models.vae_digits import data
+
+    images = data("train", n=64, image=True) + 0.05 * torch.randn(64, 8, 8)
+    vae = VAE(
+        (8, 8),
+        4,
+        likelihood="gaussian",
+        encoder="conv",
+        hidden_dims=(32,),
+        seed=0,
+        epochs=3,
+        batch_size=16,
+    )
+    vae.fit(images)
+    assert vae.log_prob(images[:4]).shape == (4,)
+    assert vae.sample(3, seed=0).shape == (3, 8, 8)
+    assert vae.reconstruct(images[:2]).shape == (2, 8, 8)
+    assert vae.history_[-1]["train_loss"] < vae.history_[0]["train_loss"]
+
+
+def test_categorical_vae_with_conv_decoder():
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 3, (64, 1, 4, 4), generator=generator).float()
+    vae = VAE(
+        (1, 4, 4),
+        2,
+        likelihood="categorical",
+        n_categories=3,
+        encoder="conv",
+        hidden_dims=(16,),
+        seed=0,
+        epochs=2,
+        batch_size=32,
+    )
+    vae.fit(codes)
+    draws = vae.sample(5, seed=0)
+    assert draws.shape == (5, 1, 4, 4) and set(draws.unique().tolist()) <= {0.0, 1.0, 2.0}
+    assert vae.decode(torch.zeros(2, 2)).shape == (2, 1, 4, 4, 3)
+    assert torch.isfinite(vae.log_prob(codes[:4])).all()
+    with pytest.raises(DataError, match="above the largest"):
+        vae.log_prob(codes[:2] + 3)
+
+
+def test_bad_input_raises_clear_errors(tiny_vae):
+    with pytest.raises(NotFittedError):
+        VAE((4,), 2).log_prob(torch.zeros(2, 4))
+    with pytest.raises(DataError, match="event shape"):
+        tiny_vae.log_prob(torch.zeros(2, 5))
+    with pytest.raises(DataError, match="binary"):
+        tiny_vae.log_prob(torch.full((2, 4), 0.5))
+    with pytest.raises(DataError, match="NaN"):
+        tiny_vae.log_prob(torch.tensor([[0.0, 1.0, float("nan"), 0.0]]))
+    with pytest.raises(DataError, match="binary"):
+        VAE((4,), 2).fit(torch.rand(10, 4))
+    with pytest.raises(DataError, match="likelihood"):
+        VAE((4,), 2, likelihood="poisson")
+    with pytest.raises(DataError, match="n_categories"):
+        VAE((4,), 2, likelihood="categorical")
+    with pytest.raises(DataError, match="conv"):
+        VAE((4,), 2, encoder="conv")
+    with pytest.raises(DataError, match="n_classes"):
+        tiny_vae.log_prob(torch.zeros(2, 4), torch.tensor([0, 1]))
+
+
+@pytest.mark.gpu
+def test_vae_runs_on_cuda():
+    vae = VAE((4,), 2, hidden_dims=(8,), seed=0, epochs=2).to("cuda")
+    vae.fit(_binary())
+    assert vae.log_prob(_binary(4)).device.type == "cuda"
+    assert vae.sample(3, seed=0).device.type == "cuda"
