@@ -137,7 +137,11 @@ def as_tensor(
                 ) from error
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise DataError(f"{name} must hold numbers, got dtype {array.dtype}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:
+            # torch cannot share read-only memory (a memory-mapped file, a pandas view).
+            array = array.copy()
+        tensor = torch.from_numpy(array)
     if tensor.is_complex():
         raise DataError(f"{name} must be real, got complex values")
     if tensor.numel() == 0:
