@@ -195,6 +195,12 @@ def _sample(arguments: argparse.Namespace) -> int:
         options["length"] = arguments.length
     elif arguments.length is not None:
         raise DataError(f"--length applies to sequence models; {type(model).__name__} is not one")
+    if (
+        arguments.out.lower().endswith(".csv")
+        and "as_frame" in inspect.signature(model.sample).parameters
+    ):
+        # Models over named discrete variables write names and states, not integer codes.
+        options["as_frame"] = True
     draws = model.sample(arguments.n, **options)
     if isinstance(draws, tuple):
         draws = draws[0]
@@ -256,7 +262,9 @@ def _read_for_model(model: Any, path: str) -> Any:
     data = read_data(path)
     if isinstance(data, np.ndarray) or getattr(model, "accepts_dataframe", False):
         return data
-    numeric = all(np.issubdtype(dtype, np.number) for dtype in data.dtypes)
+    import pandas as pd
+
+    numeric = all(pd.api.types.is_numeric_dtype(dtype) for dtype in data.dtypes)
     return data.to_numpy() if numeric else data
 
 

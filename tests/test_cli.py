@@ -106,3 +106,18 @@ def test_corrupt_model_file(tmp_path, capsys):
 def test_demo_writes_plot(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--rolls", "600"]) == 0
     assert (tmp_path / "casino.png").stat().st_size > 1000
+
+
+def test_bayesian_network_csv_uses_variable_and_state_names(tmp_path, capsys):
+    model_path = tmp_path / "asia.probgen"
+    assert main(["fit", "bn_asia", "--smoke", "--out", str(model_path)]) == 0
+    draws = tmp_path / "asia.csv"
+    assert main(["sample", str(model_path), "-n", "40", "--seed", "0", "--out", str(draws)]) == 0
+    frame = pd.read_csv(draws)
+    assert "smoke" in frame.columns and set(frame["smoke"]) <= {"yes", "no"}
+    assert main(["score", str(model_path), str(draws)]) == 0
+    assert "examples: 40" in capsys.readouterr().out
+    assert (
+        main(["fit", "bn_asia", "--data", str(draws), "--out", str(tmp_path / "refit.probgen")])
+        == 0
+    )
