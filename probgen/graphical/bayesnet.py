@@ -588,19 +588,31 @@ class BayesianNetwork(Model):
         plan = self._dense_tree()
         total = sum(p.numel() for p in plan.potentials)
         chunk = max(1, (1 << 24) // max(total, 1))
+        # reuse clique-table memory across calls only for moderate sizes (<= 32 MiB)
+        workspace = (
+            self._cache.setdefault("workspace", {})
+            if total * min(chunk, codes.shape[0]) <= (1 << 22)
+            else None
+        )
         cards = self.cardinalities
+        states = torch.arange(max(cards), device=codes.device)
         for start in range(0, codes.shape[0], chunk):
             rows = codes[start : start + chunk]
-            evidence = {}
-            for j in range(rows.shape[1]):
-                states = rows[:, j]
-                if bool((states >= 0).any()):
-                    hits = torch.arange(cards[j], device=rows.device)[None, :] == states[:, None]
-                    evidence[j] = torch.where(
-                        (states < 0)[:, None], torch.ones_like(hits), hits
-                    ).to(torch.float64)
+            # indicator of each row's observed state (all ones where unobserved), built for all
+            # columns at once and sliced per observed column
+            indicators = ((rows[:, :, None] == states) | (rows[:, :, None] < 0)).to(torch.float64)
+            observed = (rows >= 0).any(dim=0).tolist()
+            evidence = {
+                j: indicators[:, j, : cards[j]] for j in range(rows.shape[1]) if observed[j]
+            }
+            # the workspace keeps the clique tables' memory for the next call (the beliefs
+            # yielded are overwritten by the next chunk or call: use them before that)
             beliefs, log_evidence, marginals = ops.calibrate_dense(
-                plan, evidence, batch_size=rows.shape[0], collect_only=collect_only
+                plan,
+                evidence,
+                batch_size=rows.shape[0],
+                collect_only=collect_only,
+                workspace=workspace,
             )
             yield slice(start, start + rows.shape[0]), beliefs, log_evidence, marginals
 
@@ -713,9 +725,10 @@ class BayesianNetwork(Model):
             log_weights = torch.zeros(n, dtype=torch.float64, device=samples.device)
         return (self.decode(samples) if as_frame else samples), log_weights
 
-    def _sampling_plan(self) -> list[tuple[int, list[int], list[int], Tensor, Tensor, int]]:
-        """Per variable in topological order: parent columns, their strides in the table's
-        parent-configuration index, cumulative and log tables (configurations, n_states)."""
+    def _sampling_plan(self) -> list[tuple[int, list[int], list[int], Tensor, Tensor]]:
+        """Per variable in topological order: its column, parent columns, their strides in the
+        table's parent-configuration index, inverse-CDF thresholds (n_states - 1,
+        configurations) and log table (configurations, n_states)."""
         key = self._tables_key()
         cached = self._cache.get("sampling")
         if cached is not None and cached[0] == key:
@@ -723,8 +736,7 @@ class BayesianNetwork(Model):
         plan = []
         for variable in nx.topological_sort(self.graph):
             table = self.table(variable)
-            card = table.shape[-1]
-            rows = table.reshape(-1, card)
+            rows = table.reshape(-1, table.shape[-1])
             strides, step = [], 1
             for parent in reversed(self.parents[variable]):
                 strides.append(step)
@@ -734,9 +746,8 @@ class BayesianNetwork(Model):
                     self._position[variable],
                     [self._position[p] for p in self.parents[variable]],
                     strides[::-1],
-                    rows.cumsum(dim=1),
+                    _inverse_cdf_thresholds(rows),
                     torch.log(rows),
-                    card - 1,
                 )
             )
         self._cache["sampling"] = (key, plan)
@@ -747,12 +758,14 @@ class BayesianNetwork(Model):
     ) -> tuple[Tensor, Tensor]:
         device = self.device
         width = len(self.variables)
-        # one row per variable (contiguous columns of the result), transposed at the end
-        samples = torch.empty(width, n, dtype=torch.long, device=device)
+        # one row per variable (contiguous columns of the result), transposed at the end; int32
+        # halves the memory traffic of the configuration arithmetic and of the final transpose
+        samples = torch.empty(width, n, dtype=torch.int32, device=device)
         log_weights = torch.zeros(n, dtype=torch.float64, device=device)
-        uniforms = torch.rand(width, n, 1, generator=generator, device=device, dtype=torch.float64)
+        # all uniforms in one call: one generator pass instead of one per variable
+        uniforms = torch.rand(width, n, generator=generator, device=device, dtype=torch.float64)
         clamped = clamp.tolist() if clamp is not None else [-1] * width
-        for v, parents, strides, cumulative, log_rows, last_state in self._sampling_plan():
+        for v, parents, strides, thresholds, log_rows in self._sampling_plan():
             config = None
             for parent, stride in zip(parents, strides):
                 term = samples[parent] if stride == 1 else samples[parent] * stride
@@ -762,14 +775,9 @@ class BayesianNetwork(Model):
                 rows = log_rows[config] if config is not None else log_rows.expand(n, -1)
                 log_weights = log_weights + rows[:, clamped[v]]
                 continue
-            # inverse-CDF draw: the first state whose cumulative probability exceeds u
-            if config is None:
-                drawn = torch.searchsorted(cumulative[0], uniforms[v, :, 0], right=True)
-            else:
-                drawn = torch.searchsorted(cumulative[config], uniforms[v], right=True)
-                drawn = drawn.squeeze(1)
-            samples[v] = drawn.clamp_max_(last_state)
-        return samples.T.contiguous(), log_weights
+            _draw_states(uniforms[v], thresholds, config, out=samples[v])
+        result = torch.empty(n, width, dtype=torch.long, device=device)
+        return result.copy_(samples.T), log_weights
 
     def _check_evidence_possible(self, codes: Tensor, evidence: Any) -> None:
         log_evidence = self._log_evidence(codes)
@@ -1396,6 +1404,41 @@ class BayesianNetwork(Model):
                 belief = ops.belief_marginal(plan, beliefs, clique, family)
                 expected[variable] += torch.tensordot(row_weights, belief, dims=1)
         return expected, loglik
+
+
+def _inverse_cdf_thresholds(rows: Tensor) -> Tensor:
+    """Thresholds (n_states - 1, configurations) for inverse-CDF draws from table rows
+    (configurations, n_states): state k is drawn when exactly k thresholds are <= u.
+
+    Threshold k is P(state <= k), except +inf when no later state has probability: then
+    rounding in the cumulative sums can never select a state of probability zero.
+    """
+    cumulative = rows.cumsum(dim=1)[:, :-1]
+    later = rows.flip(1).cumsum(dim=1).flip(1)[:, 1:]
+    thresholds = torch.where(later > 0, cumulative, torch.inf)
+    return thresholds.T.contiguous()
+
+
+def _draw_states(
+    uniforms: Tensor, thresholds: Tensor, config: Tensor | None, *, out: Tensor
+) -> Tensor:
+    """Inverse-CDF draw of one variable for every row, written into `out` (integer, (n,)).
+
+    The state is the number of the row's thresholds (picked by its parent configuration
+    `config`, None for a root) that are <= u: one gather and one comparison per state
+    boundary, which beats gathering whole cumulative rows and a `searchsorted`.
+    """
+    if thresholds.shape[0] == 0:  # a single state
+        return out.zero_()
+    for k in range(thresholds.shape[0]):
+        # a root has one configuration: its threshold broadcasts over the rows
+        boundary = thresholds[k] if config is None else thresholds[k].index_select(0, config)
+        passed = uniforms >= boundary
+        if k == 0:
+            out.copy_(passed)
+        else:
+            out.add_(passed)
+    return out
 
 
 def _state_key(value: Any) -> str:

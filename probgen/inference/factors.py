@@ -791,6 +791,10 @@ def sample_by_elimination(
 
 # ---- dense (Hugin) calibration --------------------------------------------------------------
 _MAX_PROJECTION_ENTRIES = 1 << 21
+# A projection matrix costs 2 * width flops per clique entry and row, a chain of axis sums about
+# one memory pass per entry: on CPU the matrix product wins only for narrow targets (single
+# variables, small separators), so wider targets are summed axis by axis instead.
+_MAX_PROJECTED_WIDTH = 16
 
 
 @dataclass
@@ -800,8 +804,9 @@ class DenseTree:
     Every clique keeps a dense potential over its variables (in `tree.cliques` order). Sums of
     a clique table onto a separator (or onto one variable) are matrix products with 0/1
     projection matrices built here, so each clique costs one matrix product per pass plus a
-    few elementwise kernels, whatever the batch size; cliques too large for a projection
-    matrix fall back to tensor reductions.
+    few elementwise kernels, whatever the batch size; wide targets and cliques too large for
+    a projection matrix use tensor reductions instead (`down_projected[c][t]` says which
+    targets of clique c the projection covers).
     """
 
     tree: JunctionTree
@@ -811,6 +816,7 @@ class DenseTree:
     up_projection: list[Tensor | None]
     down_projection: list[Tensor | None]
     down_targets: list[list[tuple[str, int]]]
+    down_projected: list[list[bool]]
 
 
 def _projection(
@@ -843,6 +849,7 @@ def compile_dense(tree: JunctionTree, potentials: Sequence[Factor | None]) -> De
     up: list[Tensor | None] = []
     down: list[Tensor | None] = []
     down_targets: list[list[tuple[str, int]]] = []
+    down_projected: list[list[bool]] = []
     marginal_variables: dict[int, list[int]] = {}
     for v, c in tree.variable_clique.items():
         marginal_variables.setdefault(c, []).append(v)
@@ -872,7 +879,7 @@ def compile_dense(tree: JunctionTree, potentials: Sequence[Factor | None]) -> De
         width = math.prod(cards[v] for v in separator_in_parent)
         up.append(
             _projection(clique, cards, [separator_in_parent], device)
-            if size * width <= _MAX_PROJECTION_ENTRIES
+            if width <= _MAX_PROJECTED_WIDTH and size * width <= _MAX_PROJECTION_ENTRIES
             else None
         )
         targets: list[tuple[str, int]] = [("child", c) for c in tree.children[index]]
@@ -881,15 +888,17 @@ def compile_dense(tree: JunctionTree, potentials: Sequence[Factor | None]) -> De
             [v for v in clique if v in set(tree.separators[c])] if kind == "child" else [c]
             for kind, c in targets
         ]
-        total = sum(math.prod(cards[v] for v in members) for members in lists)
-        down.append(
-            _projection(clique, cards, lists, device)
-            if targets and size * total <= _MAX_PROJECTION_ENTRIES
-            else None
-        )
+        widths = [math.prod(cards[v] for v in members) for members in lists]
+        projected = [w <= _MAX_PROJECTED_WIDTH for w in widths]
+        total = sum(w for w, chosen in zip(widths, projected) if chosen)
+        if total == 0 or size * total > _MAX_PROJECTION_ENTRIES:
+            projected = [False] * len(lists)
+        chosen_lists = [members for members, chosen in zip(lists, projected) if chosen]
+        down.append(_projection(clique, cards, chosen_lists, device) if chosen_lists else None)
         down_targets.append(targets)
+        down_projected.append(projected)
     evidence_axis = {v: (c, tree.cliques[c].index(v)) for v, c in tree.variable_clique.items()}
-    return DenseTree(tree, dense, views, evidence_axis, up, down, down_targets)
+    return DenseTree(tree, dense, views, evidence_axis, up, down, down_targets, down_projected)
 
 
 def _sum_dims(values: Tensor, dims: Sequence[int], keepdim: bool = False) -> Tensor:
@@ -900,24 +909,124 @@ def _sum_dims(values: Tensor, dims: Sequence[int], keepdim: bool = False) -> Ten
     return values
 
 
-def _broadcast(values: Tensor, axis: int, rank: int) -> Tensor:
-    """(batch, card) -> (batch, 1, ..., card, ..., 1) with `card` at clique axis `axis`."""
-    shape = [values.shape[0]] + [1] * rank
-    shape[axis + 1] = values.shape[1]
-    return values.reshape(shape)
-
-
 def _normalise_rows(values: Tensor) -> tuple[Tensor, Tensor]:
     total = values.reshape(values.shape[0], -1).sum(dim=1)
     safe = torch.where(total > 0, total, torch.ones_like(total))
     return values / safe.reshape(-1, *([1] * (values.dim() - 1))), total
 
 
-def _onto(plan: DenseTree, belief: Tensor, clique: int, members: Sequence[int]) -> Tensor:
-    """Sum a clique table (batch, *clique) onto `members` (in clique order), flattened."""
-    clique_variables = plan.tree.cliques[clique]
-    drop = [1 + a for a, v in enumerate(clique_variables) if v not in set(members)]
-    return _sum_dims(belief, drop).reshape(belief.shape[0], -1)
+# The dense calibration keeps the batch as the LAST axis: (*clique cardinalities, batch). Every
+# elementwise product then runs over a contiguous innermost axis of length `batch`, whereas a
+# leading batch axis leaves innermost loops as short as a binary variable's two states (and
+# broadcasts with stride 0), which made the products several times slower on CPU. A table
+# whose batch axis has length 1 does not depend on the evidence (e.g. a subtree without
+# observed variables) and is broadcast rather than copied.
+
+
+def _evidence_view(values: Tensor, axis: int, rank: int) -> Tensor:
+    """(batch, card) -> (1, ..., card, ..., 1, batch) with `card` at clique axis `axis`."""
+    shape = [1] * rank + [values.shape[0]]
+    shape[axis] = values.shape[1]
+    return values.T.reshape(shape)
+
+
+def _normalise_columns(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Divide each batch column of (*axes, batch) by its sum (zero sums left as they are)."""
+    total = values.reshape(-1, values.shape[-1]).sum(dim=0)
+    return values / torch.where(total > 0, total, 1.0), total
+
+
+def _sum_onto(plan: DenseTree, belief: Tensor, clique: int, members: Sequence[int]) -> Tensor:
+    """Sum a clique table (*clique, batch) onto `members` (kept in clique order), flattened to
+    (configurations, batch); used for wide targets and cliques too large for a projection."""
+    keep = set(members)
+    drop = [a for a, v in enumerate(plan.tree.cliques[clique]) if v not in keep]
+    return _sum_dims(belief, drop).reshape(-1, belief.shape[-1])
+
+
+def _project(
+    plan: DenseTree,
+    projection: Tensor | None,
+    belief: Tensor,
+    clique: int,
+    lists: list[list[int]],
+    projected: list[bool] | None = None,
+) -> list[Tensor]:
+    """Sums of a clique table (*clique, batch) onto each variable list in `lists` (clique
+    order), each (configurations, batch): one matrix product for the lists the projection
+    covers (`projected`, default all when there is a projection), axis sums for the rest."""
+    if projected is None:
+        projected = [projection is not None] * len(lists)
+    pieces: list[Tensor] = []
+    if projection is not None:
+        cards = plan.tree.cardinalities
+        sums = projection.T @ belief.reshape(-1, belief.shape[-1])
+        widths = [
+            math.prod(cards[v] for v in members)
+            for members, chosen in zip(lists, projected)
+            if chosen
+        ]
+        pieces = list(torch.split(sums, widths, dim=0))
+    result = []
+    for members, chosen in zip(lists, projected):
+        if chosen:
+            result.append(pieces.pop(0))
+        else:
+            result.append(_sum_onto(plan, belief, clique, members))
+    return result
+
+
+def _reorder(
+    values: Tensor, cards: Mapping[int, int], order: list[int], target: list[int]
+) -> Tensor:
+    """(configurations over `order`, batch) -> (*cards over `target`, batch)."""
+    batch = values.shape[-1]
+    values = values.reshape(*(cards[v] for v in order), batch)
+    if order != target:
+        values = values.permute(*(order.index(v) for v in target), len(order))
+    return values
+
+
+def _times(table: Tensor, factors: list[Tensor], out: Tensor | None = None) -> Tensor:
+    """`table` times all `factors` (broadcasting), as a new tensor (or written into `out`, a
+    flat buffer with room for the result).
+
+    Factors are multiplied together first while their product stays small (evidence vectors,
+    separator messages), then into one full-size table, then the rest in place: every
+    full-size pass and every allocation (page faults on CPU) is paid only once.
+    """
+    factors = sorted(factors, key=lambda t: t.numel())
+    shape = torch.broadcast_shapes(table.shape, *(f.shape for f in factors))
+    small, rest = factors[0], factors[1:]
+    while rest and math.prod(torch.broadcast_shapes(small.shape, rest[0].shape)) * 4 <= (
+        math.prod(shape)
+    ):
+        small = small * rest.pop(0)
+    if out is None:
+        result = table.expand(shape) * small
+    else:
+        result = torch.mul(table.expand(shape), small, out=out[: math.prod(shape)].view(shape))
+    for factor in rest:
+        result.mul_(factor)
+    return result
+
+
+def _workspace(
+    plan: DenseTree, workspace: dict | None, batch_size: int, device
+) -> list[Tensor | None]:
+    """Per clique a flat float64 buffer of (clique entries * batch_size), carved from one
+    tensor kept in `workspace` and reused by later calls with the same batch size (None per
+    clique without a workspace). Reuse matters on CPU: writing freshly allocated tables costs
+    page faults that took longer than the products written into them."""
+    if workspace is None:
+        return [None] * len(plan.potentials)
+    sizes = [p.numel() * batch_size for p in plan.potentials]
+    key = (batch_size, str(device), sum(sizes))
+    buffer = workspace.get(key)
+    if buffer is None:
+        workspace.clear()  # keep one buffer only: the memory is reused, never accumulated
+        buffer = workspace[key] = torch.empty(sum(sizes), dtype=torch.float64, device=device)
+    return list(torch.split(buffer, sizes))
 
 
 def calibrate_dense(
@@ -926,6 +1035,7 @@ def calibrate_dense(
     *,
     batch_size: int = 1,
     collect_only: bool = False,
+    workspace: dict | None = None,
 ) -> tuple[list[Tensor | None], Tensor, dict[int, Tensor]]:
     """Batched Hugin calibration: clique beliefs, log evidence and every variable's marginal.
 
@@ -934,6 +1044,9 @@ def calibrate_dense(
         evidence: variable id -> (batch, card) indicator or likelihood tensor.
         batch_size: number of rows (taken from `evidence` when given).
         collect_only: stop after the upward pass (enough for the log evidence).
+        workspace: a dict owned by the caller in which the clique tables are kept and reused
+            by the next call with the same batch size; the beliefs returned are then views of
+            it, overwritten by that next call (marginals and log evidence are not).
 
     Returns:
         (beliefs, log_evidence, marginals): per clique an unnormalised belief (batch, *clique
@@ -947,87 +1060,79 @@ def calibrate_dense(
     if evidence:
         batch_size = next(iter(evidence.values())).shape[0]
     count = len(tree.cliques)
-    # Evidence and messages are broadcast views (batch, 1, .., card, .., 1): multiplying the
+    # Evidence and messages are broadcast views (1, .., card, .., 1, batch): multiplying the
     # small ones together first leaves one full-size product per clique.
     extra: list[list[Tensor]] = [[] for _ in range(count)]
     for variable, values in evidence.items():
         clique, axis = plan.evidence_axis[variable]
         rank = len(tree.cliques[clique])
-        extra[clique].append(_broadcast(values.to(torch.float64), axis, rank))
-    local: list[Tensor] = list(plan.potentials)
+        extra[clique].append(_evidence_view(values.to(torch.float64), axis, rank))
+    plan_views = [p.unsqueeze(-1) for p in plan.potentials]
+    buffers = _workspace(plan, workspace, batch_size, plan_views[0].device)
+    local: list[Tensor] = list(plan_views)
     upward: list[Tensor | None] = [None] * count
-    log_evidence = torch.zeros(batch_size, dtype=torch.float64, device=local[0].device)
+    device = local[0].device
+    log_evidence = torch.zeros(batch_size, dtype=torch.float64, device=device)
     for index in tree.collect_order:
         factors = extra[index] + [upward[child] for child in tree.children[index]]
-        factors.sort(key=lambda t: t.numel())
-        belief = plan.potentials[index].unsqueeze(0)
         if factors:
-            small = factors[0]
-            for factor in factors[1:]:
-                small = small * factor
-            belief = belief * small
-        if belief.shape[0] != batch_size:
-            belief = belief.expand(batch_size, *belief.shape[1:]).contiguous()
-        local[index] = belief
-        projection = plan.up_projection[index]
+            local[index] = _times(local[index], factors, buffers[index])
         parent = tree.parent[index]
-        if projection is not None:
-            message = belief.reshape(batch_size, -1) @ projection
-        else:
-            separator = tree.separators[index] if parent >= 0 else ()
-            message = _onto(plan, belief, index, separator)
-            if parent >= 0:
-                # reductions keep the child's axis order; the parent wants its own
-                kept = [v for v in tree.cliques[index] if v in set(separator)]
-                in_parent = [v for v in tree.cliques[parent] if v in set(separator)]
-                message = message.reshape(batch_size, *(cards[v] for v in kept)).permute(
-                    0, *(1 + kept.index(v) for v in in_parent)
-                )
-        message, total = _normalise_rows(message)
+        separator = [v for v in tree.cliques[parent] if v in set(tree.separators[index])]
+        if parent < 0:
+            separator = []
+        (message,) = _project(plan, plan.up_projection[index], local[index], index, [separator])
+        if plan.up_projection[index] is None and separator:
+            # the reduction keeps this clique's axis order; the parent wants its own
+            kept = [v for v in tree.cliques[index] if v in set(separator)]
+            message = _reorder(message, cards, kept, separator).reshape(-1, message.shape[-1])
+        message, total = _normalise_columns(message)
         log_evidence = log_evidence + torch.log(total)
         if parent >= 0:
-            upward[index] = message.reshape(batch_size, *plan.parent_view[index])
+            upward[index] = message.reshape(*plan.parent_view[index], message.shape[-1])
     if collect_only:
         return [None] * count, log_evidence, {}
     marginals: dict[int, Tensor] = {}
     for index in reversed(tree.collect_order):
-        belief = local[index]
         targets = plan.down_targets[index]
         if not targets:
             continue
         clique = tree.cliques[index]
-        projection = plan.down_projection[index]
-        if projection is not None:
-            sums = belief.reshape(batch_size, -1) @ projection
-            widths = []
-            for kind, item in targets:
-                if kind == "child":
-                    widths.append(math.prod(cards[v] for v in tree.separators[item]))
-                else:
-                    widths.append(cards[item])
-            pieces = list(torch.split(sums, widths, dim=1))
-        else:
-            pieces = [
-                _onto(plan, belief, index, tree.separators[item] if kind == "child" else (item,))
-                for kind, item in targets
-            ]
-        for (kind, item), piece in zip(targets, pieces):
+        lists = [
+            [v for v in clique if v in set(tree.separators[item])] if kind == "child" else [item]
+            for kind, item in targets
+        ]
+        pieces = _project(
+            plan,
+            plan.down_projection[index],
+            local[index],
+            index,
+            lists,
+            plan.down_projected[index],
+        )
+        for (kind, item), members, piece in zip(targets, lists, pieces):
             if kind == "variable":
-                marginals[item], _ = _normalise_rows(piece)
+                found, _ = _normalise_columns(piece)
+                marginals[item] = found.T.expand(batch_size, -1).contiguous()
                 continue
             # Hugin update: the child's new message is the parent's belief on the separator
             # divided by what the child sent up (0/0 counts as 0: the child's mass there is 0).
-            sent = upward[item].reshape(batch_size, -1)
-            ratio = torch.where(sent > 0, piece / torch.where(sent > 0, sent, 1.0), 0.0)
-            ratio, _ = _normalise_rows(ratio)
-            shared = set(tree.separators[item])
-            order = [v for v in clique if v in shared]
+            # (piece is a sum of terms that each carry the factor `sent`, so sent = 0 gives
+            # exactly 0/0 = NaN there and never x/0 = inf)
+            sent = upward[item].reshape(-1, upward[item].shape[-1])
+            ratio = torch.nan_to_num_(piece / sent, nan=0.0)
+            ratio, _ = _normalise_columns(ratio)
+            shared = set(members)
             target = [v for v in tree.cliques[item] if v in shared]
-            shape = [batch_size] + [cards[v] if v in shared else 1 for v in tree.cliques[item]]
-            squeezed = ratio.reshape(batch_size, *(cards[v] for v in order))
-            permuted = squeezed.permute(0, *(1 + order.index(v) for v in target))
-            local[item] = local[item] * permuted.reshape(shape)
-    return list(local), log_evidence, marginals
+            shape = [cards[v] if v in shared else 1 for v in tree.cliques[item]]
+            ratio = _reorder(ratio, cards, members, target)
+            ratio = ratio.reshape(*shape, ratio.shape[-1])
+            if local[item].shape[-1] == ratio.shape[-1] and local[item] is not plan_views[item]:
+                local[item].mul_(ratio)  # in place: a fresh table costs page faults on CPU
+            else:
+                local[item] = local[item] * ratio
+    beliefs = [b.movedim(-1, 0).expand(batch_size, *b.shape[:-1]) for b in local]
+    return list(beliefs), log_evidence, marginals
 
 
 def belief_marginal(

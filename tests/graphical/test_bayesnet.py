@@ -379,3 +379,35 @@ def test_brute_force_support_is_every_assignment():
     assert set(itertools.product(range(3), range(2))) == {
         tuple(row) for row in support[:, :2].tolist()
     }
+
+
+def test_forward_sampling_is_the_inverse_cdf_of_the_seeded_uniforms():
+    # Oracle: the same uniforms (one row per variable, in order) pushed through each table's
+    # cumulative row with searchsorted; states of probability zero (first, middle, last) are
+    # never drawn.
+    parents = {"a": [], "b": ["a"], "c": ["a", "b"]}
+    tables = {
+        "a": [0.0, 0.5, 0.0, 0.5],
+        "b": [[0.2, 0.0, 0.8], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.3, 0.3, 0.4]],
+        "c": np.random.default_rng(3).dirichlet(np.ones(2), size=(4, 3)),
+    }
+    network = BayesianNetwork(parents=parents, tables=tables)
+    samples = network.sample(5000, seed=11)
+    generator = torch.Generator().manual_seed(11)
+    uniforms = torch.rand(3, 5000, generator=generator, dtype=torch.float64)
+    expected = torch.empty(5000, 3, dtype=torch.long)
+    for column, variable in enumerate(network.variables):
+        table = network.table(variable)
+        rows = table.reshape(-1, table.shape[-1])
+        config = torch.zeros(5000, dtype=torch.long)
+        for parent in network.parents[variable]:
+            config = (
+                config * len(network.states[parent]) + expected[:, network.variables.index(parent)]
+            )
+        cumulative = rows.cumsum(dim=1)[config]
+        drawn = torch.searchsorted(cumulative, uniforms[column][:, None], right=True)
+        expected[:, column] = drawn[:, 0].clamp_max(rows.shape[1] - 1)
+    assert torch.equal(samples, expected)
+    probabilities = network.log_prob(samples).exp()
+    assert bool((probabilities > 0).all())
+    assert set(samples[:, 0].tolist()) == {1, 3}

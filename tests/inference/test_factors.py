@@ -175,3 +175,64 @@ def test_dense_hugin_calibration_matches_brute_force(seed):
             found = ops.belief_marginal(plan, beliefs, clique, (variable,))
             assert torch.allclose(found[row], expected, atol=1e-12)
             assert torch.allclose(marginals[variable][row], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "projected_width, max_entries",
+    [(0, 1 << 21), (1 << 30, 1 << 30), (4, 1 << 21), (1 << 30, 0)],
+    ids=["sums-only", "projections-only", "mixed", "no-room-for-projections"],
+)
+def test_dense_calibration_paths_agree_with_brute_force(monkeypatch, projected_width, max_entries):
+    # Each way of summing a clique table (projection matrix or axis sums), evidence on one
+    # variable only (evidence-free subtrees then stay broadcast over the batch), and no evidence.
+    monkeypatch.setattr(ops, "_MAX_PROJECTED_WIDTH", projected_width)
+    monkeypatch.setattr(ops, "_MAX_PROJECTION_ENTRIES", max_entries)
+    factors, cards = random_factor_graph(9, n_variables=7, n_factors=9)
+    joint = brute_joint(factors, cards)
+    tree = ops.build_junction_tree([f.variables for f in factors], cards)
+    plan = ops.compile_dense(tree, ops.clique_potentials(tree, factors))
+    indicator = torch.eye(cards[3], dtype=torch.float64)  # one row per state of variable 3
+    beliefs, log_evidence, marginals = ops.calibrate_dense(plan, {3: indicator})
+    for row in range(cards[3]):
+        weighted = joint.select(3, row)
+        assert torch.allclose(log_evidence[row].exp(), weighted.sum(), rtol=1e-10)
+        for variable in (v for v in range(len(cards)) if v != 3):
+            axis = variable if variable < 3 else variable - 1
+            others = tuple(a for a in range(weighted.dim()) if a != axis)
+            expected = weighted.sum(dim=others) / weighted.sum()
+            assert torch.allclose(marginals[variable][row], expected, atol=1e-12)
+            clique = tree.variable_clique[variable]
+            found = ops.belief_marginal(plan, beliefs, clique, (variable,))
+            assert torch.allclose(found[row], expected, atol=1e-12)
+    _, log_z, prior = ops.calibrate_dense(plan, batch_size=2)
+    assert torch.allclose(log_z.exp(), joint.sum().expand(2), rtol=1e-10)
+    for variable in range(len(cards)):
+        others = tuple(v for v in range(len(cards)) if v != variable)
+        expected = joint.sum(dim=others) / joint.sum()
+        assert prior[variable].shape == (2, cards[variable])
+        assert torch.allclose(prior[variable], expected.expand(2, -1), atol=1e-12)
+
+
+def test_dense_calibration_workspace_reuse_gives_the_same_answers():
+    # A reused workspace must not leak one call's tables into the next (different evidence,
+    # then a different batch size, then the first evidence again).
+    factors, cards = random_factor_graph(4, n_variables=6, n_factors=8)
+    tree = ops.build_junction_tree([f.variables for f in factors], cards)
+    plan = ops.compile_dense(tree, ops.clique_potentials(tree, factors))
+    generator = torch.Generator().manual_seed(0)
+    evidence_sets = [
+        {v: torch.rand(batch, cards[v], generator=generator, dtype=torch.float64) for v in (0, 4)}
+        for batch in (3, 3, 5)
+    ]
+    evidence_sets.append(evidence_sets[0])
+    workspace: dict = {}
+    for evidence in evidence_sets:
+        _, log_fresh, fresh = ops.calibrate_dense(plan, evidence)
+        beliefs, log_reused, reused = ops.calibrate_dense(plan, evidence, workspace=workspace)
+        assert torch.allclose(log_fresh, log_reused, rtol=1e-12)
+        for variable in fresh:
+            assert torch.allclose(fresh[variable], reused[variable], atol=1e-12)
+            clique = tree.variable_clique[variable]
+            found = ops.belief_marginal(plan, beliefs, clique, (variable,))
+            assert torch.allclose(found, fresh[variable], atol=1e-12)
+    assert len(workspace) == 1
