@@ -5,13 +5,17 @@ Cases (issue 2):
         iterations;
     (b) categorical, 16 states, 32 symbols, 1000 sequences x 100 steps, 20 EM iterations;
     (c) forward pass (log-likelihood of every sequence), 64 Gaussian states, 4 features,
-        200 sequences x 200 steps.
+        200 sequences x 200 steps: probgen's `log_prob` against hmmlearn's `score`, each from
+        the raw observations (input checks, emission densities and the forward pass).
 Both libraries start EM from the same parameters, so their final log-likelihoods must agree
-(to 1e-6 relative, float64). pomegranate is compared when it is installed.
+(to 1e-6 relative, float64). pomegranate is compared when it is installed. Every case runs once
+per torch intra-op thread count given with `--threads` (hmmlearn is single-threaded; it is
+timed again in each round, on the same data).
 
 Usage:
-    python benchmarks/hmm_vs_hmmlearn.py            # full sizes
-    python benchmarks/hmm_vs_hmmlearn.py --quick    # a few seconds
+    python benchmarks/hmm_vs_hmmlearn.py                # full sizes, 1 and 2 torch threads
+    python benchmarks/hmm_vs_hmmlearn.py --quick        # a few seconds
+    python benchmarks/hmm_vs_hmmlearn.py --threads 2    # one thread count only
 """
 
 from __future__ import annotations
@@ -159,15 +163,12 @@ def forward_case(name, parameters, n_sequences, length, seed, repeats):
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    scale = 0.1 if args.quick else 1.0
-    n_iter = 5 if args.quick else 20
+def run_cases(quick: bool) -> list[dict[str, Any]]:
+    """Every case once, at the current torch thread count."""
+    scale = 0.1 if quick else 1.0
+    n_iter = 5 if quick else 20
     rng = np.random.default_rng(0)
-
+    threads = torch.get_num_threads()
     cases = []
     truth = gaussian_parameters(rng, 8, 4, spread=3.0)
     start = gaussian_parameters(rng, 8, 4, spread=3.0)
@@ -208,6 +209,26 @@ def main() -> None:
             repeats=3,
         )
     )
+    return [{"torch_threads": threads, **case} for case in cases]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="torch intra-op thread counts to run every case with (default: 1 2)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    cases = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        cases.extend(run_cases(args.quick))
 
     result = {
         "benchmark": "hmm_vs_hmmlearn",
@@ -216,10 +237,11 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "note": "probgen runs each time-step loop on one intra-op thread when the steps are "
-            "small (probgen.inference.hmm.THREADED_STEP_WORK); hmmlearn is single-threaded C++. "
-            "The machine is shared with other jobs, so quote the ratios.",
+            "torch_threads": args.threads,
+            "note": "each case carries the torch intra-op thread count it ran with. probgen "
+            "runs small problems (probgen.inference.hmm.THREADED_STEP_WORK), input checks "
+            "included, on one intra-op thread whatever the setting; hmmlearn is "
+            "single-threaded C++. The machine is shared with other jobs, so quote the ratios.",
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
         "versions": {
@@ -234,17 +256,17 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(
-        f"threads: torch {torch.get_num_threads()}, cpus {os.cpu_count()}; "
-        f"pomegranate: {result['versions']['pomegranate']}"
+    print(f"cpus {os.cpu_count()}; pomegranate: {result['versions']['pomegranate']}")
+    header = (
+        f"{'case':<52}{'threads':>8}{'probgen s':>11}{'hmmlearn s':>12}{'speedup':>9}"
+        f"{'rel. dLL':>11}"
     )
-    header = f"{'case':<52}{'probgen s':>11}{'hmmlearn s':>12}{'speedup':>9}{'rel. dLL':>11}"
     print(header)
     for case in cases:
         ours = case.get("probgen_seconds_per_iteration", case.get("probgen_seconds"))
         theirs = case.get("hmmlearn_seconds_per_iteration", case.get("hmmlearn_seconds"))
         print(
-            f"{case['case']:<52}{ours:>11.4f}{theirs:>12.4f}"
+            f"{case['case']:<52}{case['torch_threads']:>8}{ours:>11.4f}{theirs:>12.4f}"
             f"{case['speedup_hmmlearn_over_probgen']:>8.1f}x"
             f"{case['relative_log_likelihood_difference']:>11.1e}"
         )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -446,6 +446,14 @@ class HMM(Model):
         """Small problems run on one intra-op thread (see `step_loop_threads`)."""
         return hmm_inference.step_loop_threads(self.start_probs, n_sequences, self.n_states)
 
+    def _threads_for(self, data: Any) -> Any:
+        """`_threads` for raw input, entered before `_prepare`.
+
+        The input checks then run on the same single thread as the inference: waking a second
+        intra-op thread for each of them costs more than the scans themselves on a busy machine.
+        """
+        return self._threads(_count_sequences(data))
+
     def _emission_log_probs(self, sequences: Sequences) -> torch.Tensor:
         assert self.emission is not None
         return self.emission.log_prob(sequences.values)
@@ -460,8 +468,13 @@ class HMM(Model):
             method: ``"auto"``, ``"sequential"`` or ``"scan"`` (parallel scan over time).
         """
         self.check_fitted("log_prob")
-        data = self._prepare(sequences)
-        with torch.no_grad(), self._threads(data.n_sequences):
+        with torch.no_grad(), self._threads_for(sequences):
+            data = self._prepare(sequences)
+            n_sequences, max_length = data.values.shape[:2]
+            if method == "auto":
+                method = hmm_inference.forward_method(n_sequences, max_length, self.n_states)
+            if method == "sequential":
+                return self._log_prob_sequential(data)
             return hmm_inference.log_likelihood(
                 self.start_probs,
                 self.transition_probs,
@@ -470,6 +483,17 @@ class HMM(Model):
                 method=method,
             )
 
+    def _log_prob_sequential(self, data: Sequences) -> torch.Tensor:
+        """Forward pass with emissions produced directly in the loops' state-major layout."""
+        emission = self._ensure_emission()
+        mask_tm = data.mask.t()
+        mask = None if bool(mask_tm.all()) else mask_tm
+        inputs = emission.prepare(data.values.transpose(0, 1))
+        emission_probs, offsets = emission.scaled_probs(inputs, mask)
+        return hmm_inference.log_likelihood_state_major(
+            self.start_probs, self.transition_probs, emission_probs, offsets, mask
+        )
+
     def score(self, sequences: Any) -> float:
         """Total log-likelihood of the sequences (hmmlearn's `score`)."""
         return float(self.log_prob(sequences).sum())
@@ -477,8 +501,8 @@ class HMM(Model):
     def posterior(self, sequences: Any) -> torch.Tensor:
         """State marginals p(z_t | x), shape (n_sequences, max_length, n_states), 0 on padding."""
         self.check_fitted("posterior")
-        data = self._prepare(sequences)
-        with torch.no_grad(), self._threads(data.n_sequences):
+        with torch.no_grad(), self._threads_for(sequences):
+            data = self._prepare(sequences)
             return hmm_inference.posteriors(
                 self.start_probs,
                 self.transition_probs,
@@ -494,8 +518,8 @@ class HMM(Model):
             and (n_sequences,).
         """
         self.check_fitted("viterbi")
-        data = self._prepare(sequences)
-        with torch.no_grad(), self._threads(data.n_sequences):
+        with torch.no_grad(), self._threads_for(sequences):
+            data = self._prepare(sequences)
             return hmm_inference.viterbi(
                 self.start_probs.log(),
                 self.transition_probs.log(),
@@ -599,30 +623,72 @@ class HMM(Model):
         Returns:
             `(statistics, log_likelihoods)`: a dict of tensors and (n_sequences,).
         """
-        batch = sequences if isinstance(sequences, _Batch) else _Batch.of(self._prepare(sequences))
-        emission = self._ensure_emission()
-        if not emission.supports_em:
-            raise DataError("custom torch-distribution emissions are fitted by gradient, not EM")
-        with torch.no_grad(), self._threads(int(batch.lengths.numel())):
-            emission_log_probs = emission.log_prob(batch.values_tm)
-            expected = hmm_inference.expected_statistics(
-                self.start_probs,
-                self.transition_probs,
-                emission_log_probs,
-                None if batch.complete else batch.lengths,
-                time_major=True,
-            )
-            if batch.complete:
-                weights = expected.posteriors.reshape(-1, self.n_states)
+        with torch.no_grad(), self._threads_for(sequences):
+            if isinstance(sequences, _Batch):
+                batch = sequences
             else:
-                weights = expected.posteriors[batch.mask_tm]
-            statistics = {
-                "start": expected.start_counts,
-                "transition": expected.transition_counts,
-            }
-            for key, value in emission.statistics(batch.observed_values, weights).items():
-                statistics[f"emission.{key}"] = value
+                batch = _Batch.of(self._prepare(sequences))
+            emission = self._ensure_emission()
+            if not emission.supports_em:
+                raise DataError(
+                    "custom torch-distribution emissions are fitted by gradient, not EM"
+                )
+            max_length, n_sequences = batch.mask_tm.shape
+            method = hmm_inference.statistics_method(n_sequences, max_length, self.n_states)
+            if method == "scan":
+                expected, emission_statistics = self._e_step_scan(batch, emission)
+            else:
+                expected, emission_statistics = self._e_step_sequential(batch, emission)
+        statistics = {"start": expected.start_counts, "transition": expected.transition_counts}
+        for key, value in emission_statistics.items():
+            statistics[f"emission.{key}"] = value
         return statistics, expected.log_likelihood
+
+    def _e_step_sequential(
+        self, batch: _Batch, emission: Emission
+    ) -> tuple[hmm_inference.ExpectedStatistics, dict[str, torch.Tensor]]:
+        """E-step by scaled forward-backward, state-major throughout.
+
+        Emissions come out of `scaled_probs` in the layout of the time-step loops and the
+        posteriors go back to the emission as they are, so no transposed copies are made; the
+        prepared inputs and the large arrays are kept in the batch from one iteration to the
+        next.
+        """
+        max_length, n_sequences = batch.mask_tm.shape
+        mask = None if batch.complete else batch.mask_tm
+        inputs = batch.emission_inputs(emission)
+        workspace = batch.workspace
+        buffer = workspace.buffer(
+            "emission_probs", (max_length, self.n_states, n_sequences), self.start_probs
+        )
+        emission_probs, offsets = emission.scaled_probs(inputs, mask, out=buffer)
+        expected = hmm_inference.expected_statistics_state_major(
+            self.start_probs,
+            self.transition_probs,
+            emission_probs,
+            offsets,
+            mask,
+            workspace=workspace,
+        )
+        return expected, emission.posterior_statistics(inputs, expected.posteriors)
+
+    def _e_step_scan(
+        self, batch: _Batch, emission: Emission
+    ) -> tuple[hmm_inference.ExpectedStatistics, dict[str, torch.Tensor]]:
+        """E-step by parallel scan over time (long sequences with few states)."""
+        expected = hmm_inference.expected_statistics(
+            self.start_probs,
+            self.transition_probs,
+            emission.log_prob(batch.values_tm),
+            None if batch.complete else batch.lengths,
+            time_major=True,
+            method="scan",
+        )
+        if batch.complete:
+            weights = expected.posteriors.reshape(-1, self.n_states)
+        else:
+            weights = expected.posteriors[batch.mask_tm]
+        return expected, emission.statistics(batch.observed_values, weights)
 
     def m_step(self, statistics: dict[str, torch.Tensor]) -> None:
         """Parameters maximising the expected complete log-likelihood plus the log prior."""
@@ -671,40 +737,9 @@ class HMM(Model):
             DataError: malformed sequences. FitError: the log-likelihood became NaN or
             infinite (the last good parameters are kept).
         """
-        data = self._prepare(sequences, fitting=True)
-        batch = _Batch.of(data)
-        generator = torch.Generator(device=self.device)
-        chosen_seed = self.seed if seed is None else seed
-        if chosen_seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(int(chosen_seed))
-        show = self.progress if progress is None else bool(progress)
-        n_steps = int(data.lengths.sum())
-        emission = self._ensure_emission()
-        use_gradient = not emission.supports_em
-        best: tuple[float, dict[str, torch.Tensor], list[float], int, bool] | None = None
-        bar = _progress_bar(show, self.n_init * self.max_iter)
-        threads = self._threads(int(batch.lengths.numel()))
-        threads.__enter__()
-        try:
-            for restart in range(self.n_init):
-                if not (warm_start and restart == 0 and self.fitted_):
-                    self._initialize(batch, generator, restart)
-                if use_gradient:
-                    history, converged = self._fit_gradient(data, n_steps, bar)
-                elif self.batch_size is not None:
-                    history, converged = self._fit_online(data, n_steps, generator, bar)
-                else:
-                    history, converged = self._fit_em(batch, n_steps, bar)
-                score = history[-1] if history else -math.inf
-                if best is None or score > best[0]:
-                    state = {k: v.detach().clone() for k, v in self.state_dict().items()}
-                    best = (score, state, history, len(history), converged)
-        finally:
-            threads.__exit__(None, None, None)
-            if bar is not None:
-                bar.close()
+        with self._threads_for(sequences):
+            data = self._prepare(sequences, fitting=True)
+            best = self._fit_restarts(data, seed, warm_start, progress)
         assert best is not None
         _, state, history, n_iter, converged = best
         self.load_state_dict(state)
@@ -720,6 +755,43 @@ class HMM(Model):
             )
         self._mark_fitted()
         return self
+
+    def _fit_restarts(
+        self, data: Sequences, seed: int | None, warm_start: bool, progress: bool | None
+    ) -> tuple[float, dict[str, torch.Tensor], list[float], int, bool]:
+        """Run every restart; the best `(score, state, history, n_iter, converged)`."""
+        batch = _Batch.of(data)
+        generator = torch.Generator(device=self.device)
+        chosen_seed = self.seed if seed is None else seed
+        if chosen_seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(chosen_seed))
+        show = self.progress if progress is None else bool(progress)
+        n_steps = int(data.lengths.sum())
+        emission = self._ensure_emission()
+        use_gradient = not emission.supports_em
+        best: tuple[float, dict[str, torch.Tensor], list[float], int, bool] | None = None
+        bar = _progress_bar(show, self.n_init * self.max_iter)
+        try:
+            for restart in range(self.n_init):
+                if not (warm_start and restart == 0 and self.fitted_):
+                    self._initialize(batch, generator, restart)
+                if use_gradient:
+                    history, converged = self._fit_gradient(data, n_steps, bar)
+                elif self.batch_size is not None:
+                    history, converged = self._fit_online(data, n_steps, generator, bar)
+                else:
+                    history, converged = self._fit_em(batch, n_steps, bar)
+                score = history[-1] if history else -math.inf
+                if best is None or score > best[0]:
+                    state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+                    best = (score, state, history, len(history), converged)
+        finally:
+            if bar is not None:
+                bar.close()
+        assert best is not None
+        return best
 
     def _initialize(self, batch: _Batch, generator: torch.Generator, restart: int) -> None:
         n_states = self.n_states
@@ -774,12 +846,15 @@ class HMM(Model):
             history.append(total)
             if previous_objective is not None:
                 drop = previous_objective - objective
-                if drop > 1e-7 * max(1.0, abs(previous_objective)):
+                # Rounding alone moves a sum over n_steps terms by about eps * n_steps, which
+                # matters in float32 when the log-likelihood is near zero.
+                rounding = 8 * torch.finfo(self.dtype).eps * n_steps
+                if drop > max(1e-7 * max(1.0, abs(previous_objective)), rounding):
                     warnings.warn(
                         f"EM iteration {len(history)} decreased the penalised log-likelihood "
                         f"by {drop:.3g}",
                         LikelihoodDecreaseWarning,
-                        stacklevel=3,
+                        stacklevel=4,
                     )
             self.m_step(statistics)
             if not self._parameters_finite():
@@ -1035,6 +1110,10 @@ class _Batch:
     mask_tm: torch.Tensor  # (max_length, n_sequences)
     complete: bool  # every sequence has max_length steps
     observed_values: torch.Tensor  # (n_observed_steps, *event), time-major order
+    # (emission, its prepare_key() then, emission.prepare(values_tm)), reused across iterations.
+    _prepared: tuple[Emission, torch.Tensor | None, Any] | None = field(default=None, repr=False)
+    # The e-step's large arrays, reused across iterations rather than mapped in afresh.
+    workspace: hmm_inference.Workspace = field(default_factory=hmm_inference.Workspace, repr=False)
 
     @classmethod
     def of(cls, data: Sequences) -> _Batch:
@@ -1043,6 +1122,43 @@ class _Batch:
         complete = bool(mask_tm.all())
         observed = values_tm.reshape(-1, *values_tm.shape[2:]) if complete else values_tm[mask_tm]
         return cls(values_tm, data.lengths, mask_tm, complete, observed)
+
+    def emission_inputs(self, emission: Emission) -> Any:
+        """`emission.prepare(values_tm)`, computed once per fit rather than once per iteration.
+
+        It is recomputed only when the emission, or the parameters its preparation depends on
+        (`emission.prepare_key()`, e.g. the Gaussian centre set by a restart), change.
+        """
+        key = emission.prepare_key()
+        if self._prepared is not None:
+            cached_emission, cached_key, inputs = self._prepared
+            if cached_emission is emission and _same_key(cached_key, key):
+                return inputs
+        inputs = emission.prepare(self.values_tm)
+        self._prepared = (emission, None if key is None else key.clone(), inputs)
+        return inputs
+
+
+def _same_key(cached: torch.Tensor | None, current: torch.Tensor | None) -> bool:
+    if cached is None or current is None:
+        return cached is None and current is None
+    return (
+        cached.dtype == current.dtype
+        and cached.shape == current.shape
+        and torch.equal(cached, current)
+    )
+
+
+def _count_sequences(data: Any) -> int:
+    """Number of sequences in raw input, to choose the thread count (1 when unknown)."""
+    if isinstance(data, _Batch):
+        return int(data.lengths.numel())
+    if isinstance(data, Sequences):
+        return int(data.values.shape[0])
+    if isinstance(data, (list, tuple)):
+        return len(data)
+    shape = getattr(data, "shape", None)
+    return int(shape[0]) if shape else 1
 
 
 def _check_nonnegative(value: Any, name: str) -> float:

@@ -6,6 +6,14 @@ sequence, additive sufficient `statistics(values, weights)` for the EM e-step an
 from them, data-driven `initialize`, `sample(states)`, `distribution()` (the equivalent
 torch distribution batched over states) and `n_parameters()` for AIC/BIC.
 
+The e-step works in the state-major layout (max_length, n_states, n_sequences) of the
+time-step loops: `prepare` turns time-major values into what a family needs once per e-step,
+`scaled_probs` gives the per-step scaled emission probabilities in that layout and
+`posterior_statistics` the sufficient statistics under state-major posteriors. The defaults go
+through `log_prob` and `statistics`; families override them where a layout-aware version is
+faster (categorical: a gather from a per-symbol table; diagonal Gaussians: one matrix product
+with quadratic features for both).
+
 Built-in families: `CategoricalEmission`, `GaussianEmission` (diag, full, spherical, tied
 covariances), `GaussianMixtureEmission`, `PoissonEmission`; `TorchDistributionEmission` wraps
 any torch distribution batched over states and is fitted by gradient ascent.
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +37,7 @@ from torch import nn
 from torch.distributions import biject_to
 
 from probgen.errors import DataError
+from probgen.inference.hmm import neutral_padding, scale_state_major
 
 _LOG_2PI = math.log(2 * math.pi)
 # Largest (n_values * n_components * n_features) block evaluated at once in Gaussian log-densities.
@@ -84,6 +94,57 @@ class Emission(nn.Module):
     def config(self) -> dict[str, Any]:
         """JSON constructor arguments of this family (merged into the HMM's config)."""
         return {}
+
+    # ---- the e-step in the state-major layout (defaults; families may override) ----------
+    def prepare(self, values_tm: torch.Tensor) -> Any:
+        """What `scaled_probs` and `posterior_statistics` need from time-major values.
+
+        Args:
+            values_tm: (max_length, n_sequences, *event) observations (padding holds valid
+                values).
+
+        Returns:
+            By default the values themselves; families precompute here, once per e-step, what
+            both methods share.
+        """
+        return values_tm
+
+    def prepare_key(self) -> torch.Tensor | None:
+        """The parameters `prepare` depends on (None: the values alone), for caching its result.
+
+        EM never changes them, so a fit prepares its data once per restart.
+        """
+        return None
+
+    def scaled_probs(
+        self, inputs: Any, mask_tm: torch.Tensor | None, *, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-step scaled emission probabilities (max_length, n_states, n_sequences).
+
+        Args:
+            inputs: what `prepare` returned.
+            mask_tm: (max_length, n_sequences) bool, False on padded steps; None when all
+                steps are real.
+            out: an optional (max_length, n_states, n_sequences) buffer to write them into.
+
+        Returns:
+            `(emission_probs, log_offsets)` as from `probgen.inference.hmm.scale_state_major`:
+            padded steps are neutral.
+        """
+        log_probs = self.log_prob(inputs).transpose(1, 2)
+        log_probs = log_probs.contiguous() if out is None else out.copy_(log_probs)
+        return scale_state_major(log_probs, mask_tm)
+
+    def posterior_statistics(
+        self, inputs: Any, posteriors: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """`statistics` of every step weighted by state-major posteriors (T, n_states, B).
+
+        The posteriors are zero on padded steps, so those steps add nothing.
+        """
+        values = inputs.reshape(-1, *self.event_shape)
+        weights = posteriors.transpose(1, 2).reshape(-1, self.n_states)
+        return self.statistics(values, weights)
 
     # ---- shared defaults -----------------------------------------------------------------
     def log_prior(self) -> torch.Tensor:
@@ -222,6 +283,42 @@ class CategoricalEmission(Emission):
         counts.index_add_(0, values.long(), weights)
         return {"symbol_counts": counts.t()}
 
+    def prepare(self, values_tm: torch.Tensor) -> torch.Tensor:
+        return values_tm.long()
+
+    def scaled_probs(
+        self, inputs: torch.Tensor, mask_tm: torch.Tensor | None, *, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A gather from the probability table scaled per symbol.
+
+        A step's scale (its largest probability over states) depends only on its symbol, so
+        scaling the (n_states, n_symbols) table once replaces the log, max and exp over every
+        step; the gather writes the state-major layout directly.
+        """
+        max_length, n_sequences = inputs.shape
+        peak = self.probs.amax(0)  # (n_symbols,); zero for a symbol no state emits
+        scaled_table = self.probs / torch.where(peak > 0, peak, torch.ones_like(peak))
+        table = scaled_table.expand(max_length, self.n_states, self.n_symbols)
+        index = inputs.unsqueeze(1).expand(max_length, self.n_states, n_sequences)
+        emission_probs = torch.gather(table, 2, index, out=out)
+        log_offsets = peak.log()[inputs]  # -inf marks an impossible step
+        if mask_tm is not None:
+            neutral_padding(emission_probs, log_offsets, mask_tm)
+        return emission_probs, log_offsets
+
+    def posterior_statistics(
+        self, inputs: torch.Tensor, posteriors: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Symbol counts by one scatter-add of the posteriors, in their layout."""
+        max_length, n_states, n_sequences = posteriors.shape
+        if self.n_symbols > n_sequences:
+            # The (T, n_states, n_symbols) scratch would outgrow the posteriors themselves.
+            return super().posterior_statistics(inputs, posteriors)
+        counts = posteriors.new_zeros(max_length, n_states, self.n_symbols)
+        index = inputs.unsqueeze(1).expand(max_length, n_states, n_sequences)
+        counts.scatter_add_(2, index, posteriors)
+        return {"symbol_counts": counts.sum(0)}
+
     def m_step(self, statistics: dict[str, torch.Tensor]) -> None:
         counts = statistics["symbol_counts"] + self.pseudocount
         self.probs = _normalize(counts, self.probs)
@@ -261,6 +358,19 @@ class CategoricalEmission(Emission):
 # ------------------------------------------------------------------------------------------
 # Gaussian components shared by the Gaussian and Gaussian-mixture families
 # ------------------------------------------------------------------------------------------
+@dataclass
+class QuadraticFeatures:
+    """Features [(x - c)^2, x - c, 1 or observed] of Gaussian values (see `quadratic_features`).
+
+    Attributes:
+        values: (..., 2 D + 1) when complete, else (..., 3 D).
+        complete: whether every entry was observed.
+    """
+
+    values: torch.Tensor
+    complete: bool
+
+
 class GaussianComponents(nn.Module):
     """`n_components` Gaussians of one covariance type; the workhorse of Gaussian emissions.
 
@@ -336,23 +446,13 @@ class GaussianComponents(nn.Module):
         )
 
     def _log_prob_block(self, values: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        if self.uses_quadratic_features(values.dtype):
+            features = self.quadratic_features(values, observed)
+            return features.values @ self.quadratic_weights(features.complete).t()
         observed_f = observed.to(values.dtype)
         if self.covariance in ("diag", "spherical"):
             variances = self.variances()
             log_norm = observed_f @ (variances.log() + _LOG_2PI).t()
-            if values.dtype == torch.float64:
-                # Expanded square as three (N, D) x (D, K) products: several times faster than
-                # the (N, K, D) differences; the expansion is about the data centre, so float64
-                # keeps full precision (float32 takes the direct route below).
-                precisions = variances.reciprocal()
-                centred_means = self.means - self.center
-                centred = (values - self.center) * observed_f
-                quadratic = (
-                    centred.square() @ precisions.t()
-                    - 2 * centred @ (centred_means * precisions).t()
-                    + observed_f @ (centred_means.square() * precisions).t()
-                )
-                return -0.5 * (quadratic + log_norm)
             scaled = (values[:, None, :] - self.means[None]) * variances.rsqrt()
             quadratic = (scaled.square_() * observed_f[:, None, :]).sum(-1)
             return -0.5 * (quadratic + log_norm)
@@ -365,6 +465,75 @@ class GaussianComponents(nn.Module):
         row_observed = observed_f[:, :1]
         log_prob = -0.5 * (quadratic + log_det + self.n_features * _LOG_2PI)
         return log_prob * row_observed
+
+    # ---- quadratic features (diag and spherical covariances in float64) -------------------
+    def uses_quadratic_features(self, dtype: torch.dtype) -> bool:
+        """Whether log-densities and statistics go through `quadratic_features`.
+
+        The expansion of the square is exact enough in float64 because it is taken about the
+        data centre; float32 keeps the direct (x - mean)^2 route.
+        """
+        return self.covariance in ("diag", "spherical") and dtype == torch.float64
+
+    def quadratic_features(
+        self, values: torch.Tensor, observed: torch.Tensor | None
+    ) -> QuadraticFeatures:
+        """Features of (..., D) values in which every component's log-density is linear.
+
+        With c the centre, m_k = mean_k - c and p_k = 1 / variance_k,
+        log N(x | k) = sum_d -p_kd / 2 (x_d - c_d)^2 + p_kd m_kd (x_d - c_d)
+        - (p_kd m_kd^2 + log(2 pi variance_kd)) / 2, so with the features
+        [(x - c)^2, x - c, 1] (the last one per feature, as the observed mask, when entries are
+        missing) all K log-densities are one matrix product with `quadratic_weights`, and the
+        same features weighted by the posteriors are the sufficient statistics.
+
+        Args:
+            values: (..., D) values, missing entries filled with any finite number.
+            observed: (..., D) bool mask of observed entries, or None when all are observed.
+        """
+        n = self.n_features
+        width = 2 * n + 1 if observed is None else 3 * n
+        features = values.new_empty(*values.shape[:-1], width)
+        # Written into slices of one buffer: no temporaries of the data's size.
+        centred = torch.sub(values, self.center, out=features[..., n : 2 * n])
+        if observed is None:
+            features[..., 2 * n].fill_(1.0)
+        else:
+            centred.mul_(features[..., 2 * n :].copy_(observed))
+        torch.square(centred, out=features[..., :n])
+        return QuadraticFeatures(features, complete=observed is None)
+
+    def quadratic_weights(self, complete: bool) -> torch.Tensor:
+        """(K, F) weights with `log N(x | k) = quadratic_features(x) @ weights[k]`."""
+        variances = self.variances()
+        precisions = variances.reciprocal()
+        centred_means = self.means - self.center
+        constant = centred_means.square() * precisions + variances.log() + _LOG_2PI  # (K, D)
+        if complete:
+            constant = constant.sum(-1, keepdim=True)
+        return torch.cat([-0.5 * precisions, centred_means * precisions, -0.5 * constant], -1)
+
+    def feature_statistics(
+        self, features: QuadraticFeatures, posteriors: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """`statistics` from time-major features (T, B, F) and state-major weights (T, K, B).
+
+        One batched product (summed over steps) gives every weighted sum at once.
+        """
+        n = self.n_features
+        sums = torch.bmm(posteriors, features.values).sum(0)  # (K, F)
+        if features.complete:
+            weight = sums[:, 2 * n]
+            feature_weight = weight.unsqueeze(1).expand(-1, n).contiguous()
+        else:
+            weight = posteriors.sum((0, 2))
+            feature_weight = sums[:, 2 * n :].contiguous()
+        return {
+            "weight": weight.contiguous(),
+            "feature_weight": feature_weight,
+            "sum": sums[:, n : 2 * n].contiguous(),
+            "sum_squares": sums[:, :n].contiguous(),
+        }
 
     # ---- EM ------------------------------------------------------------------------------
     def statistics(
@@ -502,6 +671,14 @@ def _split_missing(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(observed, values, torch.zeros_like(values)), observed
 
 
+def _split_missing_if_any(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Like `_split_missing`, with mask None (and no copy) when nothing is missing."""
+    missing = torch.isnan(values)
+    if not bool(missing.any()):
+        return values, None
+    return values.masked_fill(missing, 0.0), ~missing
+
+
 class GaussianEmission(Emission):
     """Gaussian emissions, one mean and covariance per state; NaN entries are marginalised.
 
@@ -564,6 +741,33 @@ class GaussianEmission(Emission):
     def statistics(self, values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
         filled, observed = _split_missing(values)
         return self.components.statistics(filled, observed, weights)
+
+    def prepare(self, values_tm: torch.Tensor) -> Any:
+        """Quadratic features for diag/spherical float64 emissions, else the values."""
+        if not self.components.uses_quadratic_features(values_tm.dtype):
+            return values_tm
+        filled, observed = _split_missing_if_any(values_tm)
+        return self.components.quadratic_features(filled, observed)
+
+    def prepare_key(self) -> torch.Tensor | None:
+        return self.components.center
+
+    def scaled_probs(
+        self, inputs: Any, mask_tm: torch.Tensor | None, *, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(inputs, QuadraticFeatures):
+            return super().scaled_probs(inputs, mask_tm, out=out)
+        # (K, F) x (T, F, B) -> (T, K, B): the state-major layout straight from the product.
+        weights = self.components.quadratic_weights(inputs.complete)
+        log_probs = torch.matmul(weights, inputs.values.transpose(-1, -2), out=out)
+        return scale_state_major(log_probs, mask_tm)
+
+    def posterior_statistics(
+        self, inputs: Any, posteriors: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        if not isinstance(inputs, QuadraticFeatures):
+            return super().posterior_statistics(inputs, posteriors)
+        return self.components.feature_statistics(inputs, posteriors)
 
     def m_step(self, statistics: dict[str, torch.Tensor]) -> None:
         self.components.m_step(statistics)

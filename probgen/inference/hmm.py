@@ -48,16 +48,23 @@ import torch
 
 __all__ = [
     "ExpectedStatistics",
+    "Workspace",
     "backward_scaled",
     "expected_statistics",
+    "expected_statistics_state_major",
+    "forward_method",
     "forward_parallel_scan",
     "forward_scaled",
     "hmm_log_likelihood",
     "length_mask",
     "log_likelihood",
+    "log_likelihood_state_major",
+    "neutral_padding",
     "normalize_rows",
     "posteriors",
     "scale_emissions",
+    "scale_state_major",
+    "statistics_method",
     "viterbi",
 ]
 
@@ -105,6 +112,44 @@ def length_mask(
     return steps[None, :] < lengths.to(device)[:, None]
 
 
+class Workspace:
+    """Buffers kept from one call to the next, e.g. across the iterations of an EM fit.
+
+    An e-step needs a few (max_length, n_states, n_sequences) arrays. Allocated afresh every
+    iteration, each comes from the operating system as new pages (large allocations are
+    mapped, and unmapped when freed), and faulting them in costs as much as the e-step's
+    arithmetic; reusing them makes later iterations touch memory that is already mapped.
+
+    Example:
+        >>> workspace = Workspace()
+        >>> first = workspace.buffer("alphas", (2, 3), torch.zeros(1))
+        >>> first is workspace.buffer("alphas", (2, 3), torch.zeros(1))
+        True
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def buffer(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of `shape` with `like`'s dtype and device, reused by name."""
+        buffer = self._buffers.get(name)
+        if (
+            buffer is None
+            or tuple(buffer.shape) != tuple(shape)
+            or buffer.dtype != like.dtype
+            or buffer.device != like.device
+        ):
+            buffer = like.new_empty(shape)
+            self._buffers[name] = buffer
+        return buffer
+
+
+def _buffer(
+    workspace: Workspace | None, name: str, shape: tuple[int, ...], like: torch.Tensor
+) -> torch.Tensor:
+    return like.new_empty(shape) if workspace is None else workspace.buffer(name, shape, like)
+
+
 def scale_emissions(
     emission_log_probs: torch.Tensor, mask: torch.Tensor, *, time_major: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,6 +189,98 @@ def scale_emissions(
     return shifted.exp_().contiguous(), offsets
 
 
+def scale_state_major(
+    log_probs: torch.Tensor, mask_tm: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emission log-densities to per-step scaled probabilities, in place, state-major.
+
+    The layout (max_length, n_states, n_sequences) is the one the time-step loops use, so
+    emissions produced in it go through the e-step without a transposed copy. Each step is
+    shifted so that its largest log-density is zero, then exponentiated in place: three passes
+    over the tensor and no temporaries of its size.
+
+    Args:
+        log_probs: (max_length, n_states, n_sequences) log p(x_t | z_t = s); overwritten.
+        mask_tm: (max_length, n_sequences) bool, True on real steps; None when all are real.
+
+    Returns:
+        `(emission_probs, log_offsets)`: `log_probs`' storage holding the scaled probabilities,
+        and (max_length, n_sequences) offsets; padded steps get probability one in every state
+        and offset zero, and a step impossible under every state gets offset -inf.
+
+    Example:
+        >>> probs, offsets = scale_state_major(torch.tensor([[[2.0], [2.0 - math.log(4)]]]))
+        >>> probs.squeeze().tolist(), offsets.tolist()
+        ([1.0, 0.25], [[2.0]])
+    """
+    offsets = log_probs.amax(dim=1)
+    finite = torch.isfinite(offsets)
+    all_finite = bool(finite.all())
+    if not all_finite:
+        # Keep (-inf) - (-inf) = NaN out: shift impossible steps by zero (their probabilities
+        # are exp(-inf) = 0) and record -inf, so the log-likelihood is -inf.
+        offsets = torch.where(finite, offsets, torch.zeros_like(offsets))
+    log_probs.sub_(offsets.unsqueeze(1)).exp_()
+    if not all_finite:
+        offsets = offsets.masked_fill(~finite, -math.inf)
+    if mask_tm is not None:
+        neutral_padding(log_probs, offsets, mask_tm)
+    return log_probs, offsets
+
+
+def neutral_padding(
+    emission_probs: torch.Tensor, log_offsets: torch.Tensor, mask_tm: torch.Tensor
+) -> None:
+    """Give padded steps probability one in every state and offset zero (in place).
+
+    Such steps leave the forward and backward recursions unchanged, so sequences of different
+    lengths share one loop.
+
+    Example:
+        >>> probs, offsets = torch.zeros(2, 2, 1), torch.zeros(2, 1)
+        >>> neutral_padding(probs, offsets, torch.tensor([[True], [False]]))
+        >>> probs[:, :, 0].tolist()
+        [[0.0, 0.0], [1.0, 1.0]]
+    """
+    padded = ~mask_tm
+    emission_probs.masked_fill_(padded.unsqueeze(1), 1.0)
+    log_offsets.masked_fill_(padded, 0.0)
+
+
+def _state_major_copy(log_probs_tm: torch.Tensor) -> torch.Tensor:
+    """A fresh (T, S, B) copy of time-major (T, B, S) values, safe to overwrite."""
+    return log_probs_tm.transpose(1, 2).clone(memory_format=torch.contiguous_format)
+
+
+def forward_method(n_sequences: int, max_length: int, n_states: int) -> str:
+    """What `log_likelihood(..., method="auto")` runs: ``"scan"`` or ``"sequential"``.
+
+    The parallel scan wins for long sequences with few states, where per-step latency
+    dominates, as long as its stack of step matrices fits in memory.
+
+    Example:
+        >>> forward_method(10, 100, 4), forward_method(10, 4096, 4)
+        ('sequential', 'scan')
+    """
+    elements = n_sequences * max_length * n_states * n_states
+    if max_length >= 1024 and n_states <= 16 and elements <= _SCAN_MAX_ELEMENTS:
+        return "scan"
+    return "sequential"
+
+
+def statistics_method(n_sequences: int, max_length: int, n_states: int) -> str:
+    """What `expected_statistics(..., method="auto")` runs: ``"scan"`` or ``"sequential"``.
+
+    Example:
+        >>> statistics_method(500, 200, 8), statistics_method(10, 512, 4)
+        ('sequential', 'scan')
+    """
+    elements = n_sequences * max_length * n_states * n_states
+    if max_length >= 256 and n_states <= 8 and elements <= _SCAN_MAX_ELEMENTS // 4:
+        return "scan"
+    return "sequential"
+
+
 def forward_scaled(
     start_probs: torch.Tensor,
     transition_probs: torch.Tensor,
@@ -180,37 +317,40 @@ def _forward_state_major(
     transition_probs: torch.Tensor,
     emission_probs: torch.Tensor,
     keep_alphas: bool,
+    workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Forward pass over (max_length, n_states, n_sequences) emissions (alphas in that layout).
 
     The state-major layout makes each step's product `A^T @ alpha` a (S, S) x (S, B) matrix
     product, two to three times faster than (B, S) x (S, S) for small S.
     """
-    _, n_states, n_sequences = emission_probs.shape
+    length, n_states, n_sequences = emission_probs.shape
+    # Scales are stored (length, 1, n_sequences) so that sums can be written in place.
+    scales = _buffer(workspace, "scales", (length, 1, n_sequences), emission_probs)
+    alphas = (
+        _buffer(workspace, "alphas", (length, n_states, n_sequences), emission_probs)
+        if keep_alphas
+        else None
+    )
     with step_loop_threads(emission_probs, n_sequences, n_states):
-        alphas, scales = _forward_loop(
-            start_probs, transition_probs, emission_probs, keep_alphas, safe=False
-        )
+        _forward_loop(start_probs, transition_probs, emission_probs, alphas, scales, safe=False)
         if not bool((scales > 0).all()):
             # Some observation is impossible under every state: redo with guarded divisions.
-            alphas, scales = _forward_loop(
-                start_probs, transition_probs, emission_probs, keep_alphas, safe=True
-            )
-    return alphas, scales
+            _forward_loop(start_probs, transition_probs, emission_probs, alphas, scales, safe=True)
+    return alphas, scales.squeeze(1)
 
 
 def _forward_loop(
     start_probs: torch.Tensor,
     transition_probs: torch.Tensor,
     emission_probs: torch.Tensor,
-    keep_alphas: bool,
+    alphas: torch.Tensor | None,
+    scales: torch.Tensor,
     safe: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    length, n_states, n_sequences = emission_probs.shape
-    # Scales are stored (length, 1, n_sequences) so that sums can be written in place.
-    scales = emission_probs.new_empty(length, 1, n_sequences)
+) -> None:
+    """Fill `alphas` (T, S, B) (when given) and `scales` (T, 1, B) step by step."""
+    length = emission_probs.shape[0]
     tiny = torch.finfo(emission_probs.dtype).tiny
-    alphas = emission_probs.new_empty(length, n_states, n_sequences) if keep_alphas else None
     transition_t = transition_probs.t().contiguous()
     alpha = start_probs.unsqueeze(-1) * emission_probs[0]
     torch.sum(alpha, 0, keepdim=True, out=scales[0])
@@ -225,7 +365,6 @@ def _forward_loop(
         norm = torch.sum(current, 0, keepdim=True, out=scales[t])
         current.div_(norm.clamp_min(tiny) if safe else norm)
         alpha = current
-    return alphas, scales.squeeze(1)
 
 
 def backward_scaled(
@@ -243,7 +382,8 @@ def backward_scaled(
         [[1.0, 1.0]]
     """
     state_major = emission_probs.transpose(1, 2).contiguous()
-    return _backward_loop(transition_probs, _divide_by_scales(state_major, scales)).transpose(1, 2)
+    betas = _backward_loop(transition_probs, _divide_by_scales(state_major, scales))
+    return betas.transpose(1, 2)
 
 
 def _divide_by_scales(emission_probs: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -251,16 +391,25 @@ def _divide_by_scales(emission_probs: torch.Tensor, scales: torch.Tensor) -> tor
     return emission_probs / _nonzero(scales).unsqueeze(1)
 
 
-def _backward_loop(transition_probs: torch.Tensor, scaled_emissions: torch.Tensor) -> torch.Tensor:
-    """beta_t = A (b_{t+1} / c_{t+1} * beta_{t+1}), state-major: two kernels per step."""
+def _backward_loop(
+    transition_probs: torch.Tensor,
+    scaled_emissions: torch.Tensor,
+    workspace: Workspace | None = None,
+) -> torch.Tensor:
+    """beta_t = A (b_{t+1} / c_{t+1} * beta_{t+1}), state-major: two kernels per step.
+
+    `scaled_emissions` (T, S, B) holds b_t / c_t and is overwritten: on return its steps
+    t >= 1 hold b_t / c_t * beta_t, the factor the expected transition counts need, so they
+    cost no second pass.
+    """
     length, n_states, n_sequences = scaled_emissions.shape
-    betas = scaled_emissions.new_empty(length, n_states, n_sequences)
+    betas = _buffer(workspace, "betas", (length, n_states, n_sequences), scaled_emissions)
     betas[length - 1] = 1.0
-    beta = betas[length - 1]
     transition = transition_probs.contiguous()
     with step_loop_threads(scaled_emissions, n_sequences, n_states):
         for t in range(length - 2, -1, -1):
-            beta = torch.mm(transition, scaled_emissions[t + 1] * beta, out=betas[t])
+            weighted = scaled_emissions[t + 1].mul_(betas[t + 1])
+            torch.mm(transition, weighted, out=betas[t])
     return betas
 
 
@@ -271,7 +420,9 @@ class ExpectedStatistics:
     Attributes:
         log_likelihood: (n_sequences,) log p(x) of each sequence.
         posteriors: (n_sequences, max_length, n_states) p(z_t | x), zero on padded steps
-            (time-major, (max_length, n_sequences, n_states), when computed time-major).
+            (time-major, (max_length, n_sequences, n_states), when computed time-major;
+            state-major, (max_length, n_states, n_sequences), from
+            `expected_statistics_state_major`).
         start_counts: (n_states,) expected number of sequences starting in each state.
         transition_counts: (n_states, n_states) expected number of i -> j transitions.
     """
@@ -315,50 +466,98 @@ def expected_statistics(
     """
     if time_major:
         max_length, n_sequences, n_states = emission_log_probs.shape
+        log_probs_tm = emission_log_probs
     else:
         n_sequences, max_length, n_states = emission_log_probs.shape
+        log_probs_tm = emission_log_probs.transpose(0, 1)
     mask_tm = length_mask(lengths, n_sequences, max_length, emission_log_probs.device).t()
-    emission_probs, offsets = scale_emissions(
-        emission_log_probs if time_major else emission_log_probs.transpose(0, 1),
-        mask_tm,
-        time_major=True,
-    )
     if method == "auto":
-        elements = n_sequences * max_length * n_states * n_states
-        use_scan = max_length >= 256 and n_states <= 8 and elements <= _SCAN_MAX_ELEMENTS // 4
-        method = "scan" if use_scan else "sequential"
+        method = statistics_method(n_sequences, max_length, n_states)
     if method == "scan":
+        emission_probs, offsets = scale_emissions(log_probs_tm, mask_tm, time_major=True)
         return _expected_statistics_scan(
             start_probs, transition_probs, emission_probs, offsets, mask_tm, time_major
         )
     if method != "sequential":
         raise ValueError(f"method must be 'auto', 'sequential' or 'scan', got {method!r}")
-    state_major = emission_probs.transpose(1, 2).contiguous()  # (T, S, B)
-    alphas, scales = _forward_state_major(start_probs, transition_probs, state_major, True)
-    scaled_emissions = _divide_by_scales(state_major, scales)
-    betas = _backward_loop(transition_probs, scaled_emissions)
-    log_likelihood = _total_log_likelihood(scales, offsets, mask_tm)
-    ragged = not bool(mask_tm.all())
+    complete_mask = None if bool(mask_tm.all()) else mask_tm
+    state_major = _state_major_copy(log_probs_tm)
+    emission_probs, offsets = scale_state_major(state_major, complete_mask)
+    expected = expected_statistics_state_major(
+        start_probs, transition_probs, emission_probs, offsets, complete_mask
+    )
+    posteriors_tm = expected.posteriors.transpose(1, 2)  # (T, B, S) view
+    expected.posteriors = posteriors_tm if time_major else posteriors_tm.transpose(0, 1)
+    return expected
 
+
+def expected_statistics_state_major(
+    start_probs: torch.Tensor,
+    transition_probs: torch.Tensor,
+    emission_probs: torch.Tensor,
+    log_offsets: torch.Tensor,
+    mask_tm: torch.Tensor | None = None,
+    *,
+    workspace: Workspace | None = None,
+) -> ExpectedStatistics:
+    """Forward-backward on scaled, state-major emissions: the EM e-step's core.
+
+    Everything stays in the (max_length, n_states, n_sequences) layout of the time-step loops,
+    so no transposed copies are made, and the pair sums are one batched matrix product.
+
+    Args:
+        start_probs: (n_states,).
+        transition_probs: (n_states, n_states).
+        emission_probs: (max_length, n_states, n_sequences) scaled emission probabilities, as
+            from `scale_state_major`; overwritten (the caller hands over its buffer).
+        log_offsets: (max_length, n_sequences) log of each step's scale.
+        mask_tm: (max_length, n_sequences) bool, True on real steps; None when every sequence
+            has max_length steps.
+        workspace: where the (max_length, n_states, n_sequences) arrays are kept between
+            calls (the posteriors live there until the next call); None allocates them.
+
+    Returns:
+        `ExpectedStatistics` whose posteriors are state-major (max_length, n_states,
+        n_sequences), zero on padded steps.
+
+    Example:
+        >>> probs, offsets = scale_state_major(torch.zeros(3, 2, 1))
+        >>> stats = expected_statistics_state_major(torch.ones(2) / 2, torch.full((2, 2), 0.5),
+        ...                                         probs, offsets)
+        >>> stats.posteriors.shape, stats.transition_counts.sum().item()
+        (torch.Size([3, 2, 1]), 2.0)
+    """
+    max_length, n_states, _ = emission_probs.shape
+    alphas, scales = _forward_state_major(
+        start_probs, transition_probs, emission_probs, True, workspace
+    )
+    assert alphas is not None
+    log_likelihood = _total_log_likelihood(scales, log_offsets, mask_tm)
+    possible = bool((scales > 0).all())
+    # b_t / c_t in place; the backward loop then turns steps t >= 1 into b_t / c_t * beta_t.
+    weighted = emission_probs.div_((scales if possible else _nonzero(scales)).unsqueeze(1))
+    betas = _backward_loop(transition_probs, weighted, workspace)
     if max_length > 1:
-        # xi_t(i, j) = alpha_t(i) A(i, j) b_{t+1}(j) beta_{t+1}(j) / c_{t+1}; summed over t and
-        # sequences this is one contraction, then an elementwise product with A.
-        weighted = scaled_emissions[1:] * betas[1:]
-        if ragged:
-            weighted.mul_(mask_tm[1:].unsqueeze(1))
-        pair_sums = torch.einsum("tib,tjb->ij", alphas[:-1], weighted)
+        # xi_t(i, j) = alpha_t(i) A(i, j) b_{t+1}(j) beta_{t+1}(j) / c_{t+1}; summed over
+        # sequences and steps this is one batched product (then summed over steps) and an
+        # elementwise product with A.
+        if mask_tm is not None:
+            weighted[1:].mul_(mask_tm[1:].unsqueeze(1))
+        pair_sums = torch.bmm(alphas[:-1], weighted[1:].transpose(1, 2)).sum(0)
         transition_counts = pair_sums * transition_probs
     else:
         transition_counts = transition_probs.new_zeros(n_states, n_states)
-    posteriors_sm = alphas.mul_(betas)  # the alphas are not needed any more
-    posteriors_sm.div_(_nonzero(posteriors_sm.sum(1, keepdim=True)))
-    if ragged:
-        posteriors_sm.mul_(mask_tm.unsqueeze(1))
-    posteriors_tm = posteriors_sm.transpose(1, 2).contiguous()  # (T, B, S)
+    # With Rabiner's scaling alpha_t * beta_t already sums to one over states; only a
+    # sequence with an impossible step (a zero normaliser) needs renormalising.
+    posteriors = alphas.mul_(betas)  # the alphas are not needed any more
+    if not possible:
+        posteriors.div_(_nonzero(posteriors.sum(1, keepdim=True)))
+    if mask_tm is not None:
+        posteriors.mul_(mask_tm.unsqueeze(1))
     return ExpectedStatistics(
         log_likelihood=log_likelihood,
-        posteriors=posteriors_tm if time_major else posteriors_tm.transpose(0, 1),
-        start_counts=posteriors_tm[0].sum(0),
+        posteriors=posteriors,
+        start_counts=posteriors[0].sum(-1),
         transition_counts=transition_counts,
     )
 
@@ -487,20 +686,46 @@ def log_likelihood(
     """
     n_sequences, max_length, n_states = emission_log_probs.shape
     if method == "auto":
-        elements = n_sequences * max_length * n_states * n_states
-        method = (
-            "scan"
-            if max_length >= 1024 and n_states <= 16 and elements <= _SCAN_MAX_ELEMENTS
-            else "sequential"
-        )
+        method = forward_method(n_sequences, max_length, n_states)
     if method == "scan":
         return forward_parallel_scan(start_probs, transition_probs, emission_log_probs, lengths)
     if method != "sequential":
         raise ValueError(f"method must be 'auto', 'sequential' or 'scan', got {method!r}")
-    mask = length_mask(lengths, n_sequences, max_length, emission_log_probs.device)
-    emission_probs, offsets = scale_emissions(emission_log_probs, mask)
-    _, scales = forward_scaled(start_probs, transition_probs, emission_probs, keep_alphas=False)
-    return _total_log_likelihood(scales, offsets, mask.transpose(0, 1))
+    mask_tm = length_mask(lengths, n_sequences, max_length, emission_log_probs.device).t()
+    complete_mask = None if bool(mask_tm.all()) else mask_tm
+    state_major = _state_major_copy(emission_log_probs.transpose(0, 1))
+    emission_probs, offsets = scale_state_major(state_major, complete_mask)
+    return log_likelihood_state_major(
+        start_probs, transition_probs, emission_probs, offsets, complete_mask
+    )
+
+
+def log_likelihood_state_major(
+    start_probs: torch.Tensor,
+    transition_probs: torch.Tensor,
+    emission_probs: torch.Tensor,
+    log_offsets: torch.Tensor,
+    mask_tm: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Log-likelihood of each sequence from scaled, state-major emissions (forward pass only).
+
+    Args:
+        start_probs: (n_states,).
+        transition_probs: (n_states, n_states).
+        emission_probs: (max_length, n_states, n_sequences), as from `scale_state_major`.
+        log_offsets: (max_length, n_sequences).
+        mask_tm: (max_length, n_sequences) bool or None (every step real).
+
+    Returns:
+        (n_sequences,) log p(x).
+
+    Example:
+        >>> probs, offsets = scale_state_major(torch.zeros(5, 2, 1))
+        >>> log_likelihood_state_major(torch.ones(2) / 2, torch.eye(2), probs, offsets).tolist()
+        [0.0]
+    """
+    _, scales = _forward_state_major(start_probs, transition_probs, emission_probs, False)
+    return _total_log_likelihood(scales, log_offsets, mask_tm)
 
 
 def forward_parallel_scan(
@@ -679,9 +904,11 @@ def hmm_log_likelihood(
 
 
 def _total_log_likelihood(
-    scales: torch.Tensor, offsets: torch.Tensor, mask_tm: torch.Tensor
+    scales: torch.Tensor, offsets: torch.Tensor, mask_tm: torch.Tensor | None
 ) -> torch.Tensor:
-    log_scales = torch.where(mask_tm, scales.log(), torch.zeros_like(scales))
+    log_scales = scales.log()
+    if mask_tm is not None:
+        log_scales = torch.where(mask_tm, log_scales, torch.zeros_like(log_scales))
     return (log_scales + offsets).sum(0)
 
 

@@ -416,3 +416,74 @@ def test_sequences_input_and_device_moves():
         model.log_prob(padded), model.log_prob([np.array([5, 5, 0]), np.array([1])])
     )
     assert model.to("cpu") is model
+
+
+# ---- the state-major e-step against the generic time-major route ------------------------------
+def _reference_e_step(model: HMM, sequences: Sequences) -> tuple[dict, torch.Tensor]:
+    """Statistics by the generic route: (B, T, S) log-densities, then weighted `statistics`."""
+    emission = model.emission
+    expected = inference.expected_statistics(
+        model.start_probs,
+        model.transition_probs,
+        emission.log_prob(sequences.values),
+        sequences.lengths,
+        method="sequential",
+    )
+    mask = sequences.mask
+    statistics = {"start": expected.start_counts, "transition": expected.transition_counts}
+    for key, value in emission.statistics(
+        sequences.values[mask], expected.posteriors[mask]
+    ).items():
+        statistics[f"emission.{key}"] = value
+    return statistics, expected.log_likelihood
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(emission="categorical", n_symbols=5),
+        dict(emission="gaussian", covariance="diag"),
+        dict(emission="gaussian", covariance="spherical"),
+        dict(emission="gaussian", covariance="full"),
+        dict(emission="gmm", n_mix=2, covariance="diag"),
+        dict(emission="poisson"),
+    ],
+)
+def test_state_major_e_step_matches_the_generic_route(options):
+    generator = torch.Generator().manual_seed(30)
+    lengths = [7, 3, 5, 1]
+    if options["emission"] == "categorical":
+        parts = [torch.randint(5, (n,), generator=generator) for n in lengths]
+    elif options["emission"] == "poisson":
+        parts = [torch.poisson(3 * torch.rand(n, 2, generator=generator)) for n in lengths]
+    else:
+        parts = [torch.randn(n, 2, generator=generator, dtype=torch.float64) for n in lengths]
+        if options["emission"] == "gaussian" and options["covariance"] != "full":
+            parts[0][2, 1] = float("nan")  # one missing entry
+        parts[2][1] = float("nan")  # one missing row
+    model = HMM(3, seed=0, max_iter=2, **options).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", probgen.ConvergenceWarning)
+        model.fit(parts)
+    sequences = model._prepare(parts)
+    statistics, log_likelihoods = model.e_step(sequences)
+    expected, expected_log_likelihoods = _reference_e_step(model, sequences)
+    torch.testing.assert_close(log_likelihoods, expected_log_likelihoods, rtol=1e-10, atol=1e-10)
+    assert statistics.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(statistics[key], expected[key], rtol=1e-9, atol=1e-9)
+
+
+def test_prepared_emission_inputs_follow_a_new_centre():
+    from probgen.graphical.hmm import _Batch
+
+    model = gaussian_truth()
+    sequences = model.sample(4, length=20, seed=31)
+    batch = _Batch.of(model._prepare(sequences))
+    model.e_step(batch)  # caches quadratic features taken about the current centre
+    model.set_parameters(means=[[-1.0, 0.5], [0.0, 2.0], [4.0, -2.0]])  # moves the centre
+    reused, reused_log_likelihoods = model.e_step(batch)
+    fresh, fresh_log_likelihoods = model.e_step(sequences)
+    torch.testing.assert_close(reused_log_likelihoods, fresh_log_likelihoods)
+    for key in fresh:
+        torch.testing.assert_close(reused[key], fresh[key])

@@ -181,3 +181,52 @@ def test_scan_forward_backward_matches_sequential(n_states, length):
     torch.testing.assert_close(scanned.posteriors, sequential.posteriors)
     torch.testing.assert_close(scanned.transition_counts, sequential.transition_counts)
     torch.testing.assert_close(scanned.start_counts, sequential.start_counts)
+
+
+def test_state_major_core_matches_enumeration_and_reuses_its_workspace():
+    n_states = 3
+    start, transition = random_hmm(n_states, 20)
+    lengths = torch.tensor([5, 2, 4])
+    mask_tm = inference.length_mask(lengths, 3, 5, torch.device("cpu")).t()
+    workspace = inference.Workspace()
+    first = random_emissions((5, n_states, 3), 21)  # (max_length, n_states, n_sequences)
+    second = random_emissions((5, n_states, 3), 22)
+    for log_probs in (second, first):  # the second call reuses the first call's buffers
+        probs, offsets = inference.scale_state_major(log_probs.clone(), mask_tm)
+        stats = inference.expected_statistics_state_major(
+            start, transition, probs, offsets, mask_tm, workspace=workspace
+        )
+    probs, offsets = inference.scale_state_major(first.clone(), mask_tm)
+    forward_only = inference.log_likelihood_state_major(start, transition, probs, offsets, mask_tm)
+    expected_counts = torch.zeros(n_states, n_states, dtype=DTYPE)
+    for i, length in enumerate(lengths.tolist()):
+        all_paths, scores = brute_force(start, transition, first[:length, :, i])
+        torch.testing.assert_close(stats.log_likelihood[i], torch.logsumexp(scores, 0))
+        torch.testing.assert_close(forward_only[i], torch.logsumexp(scores, 0))
+        torch.testing.assert_close(
+            stats.posteriors[:length, :, i], brute_posteriors(all_paths, scores, n_states)
+        )
+        assert (stats.posteriors[length:, :, i] == 0).all()
+        expected_counts += brute_transition_counts(all_paths, scores, n_states)
+    torch.testing.assert_close(stats.transition_counts, expected_counts)
+    torch.testing.assert_close(stats.start_counts, stats.posteriors[0].sum(-1))
+
+
+def test_scale_state_major_marks_impossible_and_padded_steps():
+    log_probs = random_emissions((4, 3, 2), 23)  # (max_length, n_states, n_sequences)
+    log_probs[1, :, 0] = -torch.inf  # impossible under every state
+    log_probs[2, 1, 1] = -torch.inf  # impossible under one state only
+    mask_tm = torch.tensor([[True, True], [True, True], [True, True], [False, True]])
+    probs, offsets = inference.scale_state_major(log_probs.clone(), mask_tm)
+    assert not torch.isnan(probs).any() and not torch.isnan(offsets).any()
+    assert offsets[1, 0] == -torch.inf and (probs[1, :, 0] == 0).all()
+    assert (probs[3, :, 0] == 1).all() and offsets[3, 0] == 0
+    assert probs[2, 1, 1] == 0
+    real = mask_tm.clone()
+    real[1, 0] = False
+    rebuilt = (probs.log() + offsets.unsqueeze(1)).permute(0, 2, 1)[real]
+    torch.testing.assert_close(rebuilt, log_probs.permute(0, 2, 1)[real])
+    # Every real step's largest probability is one; the impossible step's are all zero.
+    expected_peaks = torch.ones(4, 2, dtype=DTYPE)
+    expected_peaks[1, 0] = 0.0
+    torch.testing.assert_close(probs.amax(1), expected_peaks)
