@@ -1,0 +1,81 @@
+"""posteriordb recipes against their reference posteriors: means within 4 MCSE, sds within 10%.
+
+Eight schools with MH runs by default (a few seconds); every recipe with MH and NUTS runs with
+``-m slow``. Tests skip when the shared data folder is absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+
+from models._posteriordb_recipe import draws_by_element, reference_summary
+from models._shared_data import SharedDataMissing
+from probgen.samplers import diagnostics
+from probgen.samplers.chains import sample_chains
+
+RECIPES = ["eight_schools", "kidiq_momiq", "ark", "gauss_mix", "hmm_example"]
+SETTINGS = {
+    "mh": dict(num_chains=64, num_samples=2000, warmup=1000),
+    # One hmm_example gradient is a 100-step forward pass: keep NUTS runs short.
+    "nuts": dict(num_chains=4, num_samples=500, warmup=300),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _load(name):
+    module = importlib.import_module(f"models.{name}")
+    try:
+        posterior = module.build()
+        reference = reference_summary(module.POSTERIOR)
+    except SharedDataMissing as error:
+        pytest.skip(str(error))
+    return module, posterior, reference
+
+
+def _check_against_reference(name, method, seed=0):
+    module, posterior, reference = _load(name)
+    samples = sample_chains(posterior, method, seed=seed, progress=False, **SETTINGS[method])
+    ours = draws_by_element(samples, type(posterior))
+    failures = []
+    for element, ref in reference.items():
+        draws = ours[element]
+        chains = draws.reshape(samples.num_chains, samples.num_draws)
+        mcse = float(diagnostics.mcse_mean(chains))
+        tolerance = 4 * math.sqrt(mcse**2 + ref["mcse_mean"] ** 2)
+        if abs(draws.mean() - ref["mean"]) > tolerance:
+            failures.append(
+                f"{element} mean {draws.mean():.4g} vs {ref['mean']:.4g} +- {tolerance:.2g}"
+            )
+        if abs(draws.std(ddof=1) / ref["sd"] - 1) > 0.10:
+            failures.append(f"{element} sd {draws.std(ddof=1):.4g} vs {ref['sd']:.4g}")
+    assert not failures, failures
+
+
+def test_eight_schools_mh_matches_reference():
+    _check_against_reference("eight_schools", "mh")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mh", "nuts"])
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_matches_reference(name, method):
+    _check_against_reference(name, method)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_reference_points_have_finite_density(name):
+    module, posterior, _ = _load(name)
+    points = module.data("test")[:50]
+    assert torch.isfinite(posterior.log_prob(points)).all()
+    assert posterior.event_shape == (points.shape[1],)
