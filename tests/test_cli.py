@@ -121,3 +121,26 @@ def test_bayesian_network_csv_uses_variable_and_state_names(tmp_path, capsys):
         main(["fit", "bn_asia", "--data", str(draws), "--out", str(tmp_path / "refit.probgen")])
         == 0
     )
+
+
+def test_infer_runs_an_experiment_config(tmp_path, capsys):
+    from models._shared_data import SharedDataMissing, posteriordb_data
+
+    try:
+        posteriordb_data("eight_schools-eight_schools_noncentered")
+    except SharedDataMissing as error:
+        pytest.skip(str(error))
+    config = tmp_path / "eight.toml"
+    config.write_text(
+        'name = "eight"\nseed = 0\nchains = 4\ndraws = 200\nwarmup = 200\n\n'
+        '[model]\nrecipe = "eight_schools"\n\n[methods.mh]\nchains = 8\n'
+    )
+    out = tmp_path / "results"
+    assert main(["infer", str(config), "--out", str(out)]) == 0
+    assert "results written to" in capsys.readouterr().out
+    assert any(path.name.startswith("summary") for path in out.rglob("*.csv"))
+
+
+def test_infer_names_a_missing_config(tmp_path, capsys):
+    assert main(["infer", str(tmp_path / "nothing.toml")]) == 1
+    assert "nothing.toml" in capsys.readouterr().err
