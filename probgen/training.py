@@ -54,6 +54,18 @@ LossFn = Callable[[nn.Module, Any], torch.Tensor]
 # ---------------------------------------------------------------------------------------------
 # Batches
 # ---------------------------------------------------------------------------------------------
+def first_tensor(batch: Any) -> torch.Tensor:
+    """The examples of a minibatch, which arrives as a tensor or a tuple/list of tensors.
+
+    Example:
+        >>> first_tensor((torch.zeros(2), torch.ones(2))).tolist()
+        [0.0, 0.0]
+    """
+    if isinstance(batch, (tuple, list)):
+        return batch[0]
+    return batch
+
+
 def _is_loader(data: Any) -> bool:
     return isinstance(data, torch.utils.data.DataLoader)
 

@@ -394,7 +394,7 @@ class MADE(Model):
         Returns:
             self, with `history_` (one dict per epoch) and `n_iter_`.
         """
-        from probgen.training import fit_model
+        from probgen.training import first_tensor, fit_model
 
         train = self._check_input(data, "data")
         validation = (
@@ -406,10 +406,10 @@ class MADE(Model):
         def loss(model: MADE, batch: Any) -> torch.Tensor:
             index = int(model.mask_step) % model.n_masks
             model.mask_step += 1
-            return -model.log_prob_under_mask(_first(batch), index).mean()
+            return -model.log_prob_under_mask(first_tensor(batch), index).mean()
 
         def validation_log_prob(model: MADE, batch: Any) -> torch.Tensor:
-            return model._ensemble_log_prob(_first(batch))
+            return model._ensemble_log_prob(first_tensor(batch))
 
         settings = {
             "epochs": self.epochs,
@@ -430,10 +430,3 @@ class MADE(Model):
         self.n_iter_ = len(history)
         self._mark_fitted()
         return self
-
-
-def _first(batch: Any) -> torch.Tensor:
-    """A minibatch may arrive as a tensor or as a one-element tuple/list of tensors."""
-    if isinstance(batch, (tuple, list)):
-        return batch[0]
-    return batch

@@ -326,7 +326,7 @@ class PixelCNN(Model):
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.training import fit_model
+        from probgen.training import first_tensor, fit_model
 
         train = self._to_images(self._check_input(data, "data"))
         validation = (
@@ -337,10 +337,10 @@ class PixelCNN(Model):
         n_values = math.prod(self.image_shape)
 
         def loss(model: PixelCNN, batch: Any) -> torch.Tensor:
-            return -model._log_prob_images(_first(batch)).mean() / n_values
+            return -model._log_prob_images(first_tensor(batch)).mean() / n_values
 
         def validation_log_prob(model: PixelCNN, batch: Any) -> torch.Tensor:
-            return model._log_prob_images(_first(batch))
+            return model._log_prob_images(first_tensor(batch))
 
         settings = {
             "epochs": self.epochs,
@@ -361,10 +361,3 @@ class PixelCNN(Model):
         self.n_iter_ = len(history)
         self._mark_fitted()
         return self
-
-
-def _first(batch: Any) -> torch.Tensor:
-    """A minibatch may arrive as a tensor or as a one-element tuple/list of tensors."""
-    if isinstance(batch, (tuple, list)):
-        return batch[0]
-    return batch
