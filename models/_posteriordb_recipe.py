@@ -2,7 +2,8 @@
 
 Each posteriordb recipe is a Pyro program whose data come from ``../shared/data/posteriordb``;
 `PosteriorRecipe` wraps it as a `PyroDensity` subclass with a no-argument constructor (so that
-`save` / `probgen.load` rebuild it), and `reference_summary` reads the reference posterior
+`save` / `probgen.load` rebuild it), `recipe_functions` gives a recipe module its `build`,
+`observed` and `data` functions, and `reference_summary` reads the reference posterior
 (means with their Monte Carlo standard errors, and sds from the reference draws).
 
 Example:
@@ -13,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -81,9 +83,11 @@ def _default_element_name(site: str, index: tuple[int, ...]) -> str:
 class PosteriorRecipe(PyroDensity):
     """Base of the posteriordb recipes: a Pyro program conditioned on posteriordb data.
 
-    Subclasses set `posterior_name`, a static `pyro_model(**arguments)`, `arguments(observed)`
-    (turning the posteriordb data dict into the model's keyword arguments) and
-    `reference_to_sites(draws)` (mapping posteriordb's named reference draws to site values).
+    Subclasses set `posterior_name`, a static `pyro_model(**arguments)`, either
+    `observed_names` (the entries of the posteriordb data dict that the model takes, as float64
+    tensors, under the same names) or `arguments(observed)` (turning that dict into the model's
+    keyword arguments), and `reference_to_sites(draws)` (mapping posteriordb's named reference
+    draws to site values).
 
     Args:
         observed: the data to condition on, in posteriordb's JSON layout; default the
@@ -95,6 +99,7 @@ class PosteriorRecipe(PyroDensity):
     """
 
     posterior_name: ClassVar[str] = ""
+    observed_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -117,9 +122,13 @@ class PosteriorRecipe(PyroDensity):
     def pyro_model(**arguments: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    @staticmethod
-    def arguments(observed: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover
-        raise NotImplementedError
+    @classmethod
+    def arguments(cls, observed: dict[str, Any]) -> dict[str, Any]:
+        """The model's keyword arguments: the entries `observed_names` as float64 tensors."""
+        return {
+            name: torch.as_tensor(observed[name], dtype=torch.float64)
+            for name in cls.observed_names
+        }
 
     @staticmethod
     def element_name(site: str, index: tuple[int, ...]) -> str:
@@ -153,3 +162,36 @@ def reference_points(recipe_class: type[PosteriorRecipe], split: str = "train") 
 def element_columns(draws: dict[str, np.ndarray], name: str, count: int) -> np.ndarray:
     """Stack posteriordb elements name[1..count] into an array (n, count)."""
     return np.stack([draws[f"{name}[{i + 1}]"] for i in range(count)], axis=-1)
+
+
+def recipe_functions(
+    recipe_class: type[PosteriorRecipe],
+) -> tuple[
+    Callable[..., PosteriorRecipe], Callable[[], dict[str, Any]], Callable[..., torch.Tensor]
+]:
+    """The `build`, `observed` and `data` functions of the recipe module of `recipe_class`.
+
+    - ``build(**overrides)``: the posterior (``observed=`` replaces the posteriordb data);
+    - ``observed()``: the posterior's data, in posteriordb's JSON layout;
+    - ``data(split="train", seed=0)``: reference posterior draws as flat unconstrained vectors
+      (see `reference_points`).
+
+    Example:
+        >>> build, observed, data = recipe_functions(PosteriorRecipe)
+        >>> build.__name__, observed.__name__, data.__name__
+        ('build', 'observed', 'data')
+    """
+
+    def build(**overrides: Any) -> PosteriorRecipe:
+        """The posterior (`observed=` replaces the posteriordb data)."""
+        return recipe_class(**overrides)
+
+    def observed() -> dict[str, Any]:
+        """The posterior's data, in posteriordb's JSON layout."""
+        return _shared_data.posteriordb_data(recipe_class.posterior_name)
+
+    def data(split: str = "train", seed: int = 0, **options: Any) -> torch.Tensor:
+        """Reference posterior draws as flat unconstrained vectors; see `reference_points`."""
+        return reference_points(recipe_class, split)
+
+    return build, observed, data

@@ -4,7 +4,9 @@ alpha ~ Normal(0, 10), beta[k] ~ Normal(0, 10), sigma ~ HalfCauchy(2.5), T = 200
 observations; posterior ``arK-arK`` of posteriordb (Stan benchmark models).
 
 `build()` returns the posterior as a `PyroDensity` (kind ``unnormalized``) over (alpha, beta,
-log sigma); `data(split)` gives reference draws in those coordinates, `observed()` the series.
+log sigma); `data(split)` gives reference draws in those coordinates (n, 7), `observed()` the
+series (K: the order, T: the length, y), and `build(observed=...)` conditions on another series
+in that layout.
 
 Example:
     >>> from models import ark
@@ -21,8 +23,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from models import _shared_data
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, reference_points
+from models._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 
 FAMILY = "posterior"
 POSTERIOR = "arK-arK"
@@ -64,16 +65,4 @@ class ARK(PosteriorRecipe):
         }
 
 
-def build(**overrides: Any) -> ARK:
-    """The posterior (`observed=` replaces the posteriordb data: K, T, y)."""
-    return ARK(**overrides)
-
-
-def observed() -> dict[str, Any]:
-    """The series: K (order), T (length), y."""
-    return _shared_data.posteriordb_data(POSTERIOR)
-
-
-def data(split: str = "train", seed: int = 0, **options: Any) -> torch.Tensor:
-    """Reference posterior draws as unconstrained vectors (n, 7)."""
-    return reference_points(ARK, split)
+build, observed, data = recipe_functions(ARK)

@@ -7,7 +7,9 @@ theta[j] = mu + tau * theta_trans[j], y[j] ~ Normal(theta[j], sigma[j]); posteri
 `build()` returns the posterior as a `PyroDensity` (kind ``unnormalized``) over its 10
 unconstrained coordinates (mu, log tau, theta_trans); `theta` is recorded as a deterministic
 site. `data(split)` gives the reference posterior draws in those coordinates (what the density
-contract scores); `observed()` gives the schools' data. `fit` is a no-op (nothing to fit).
+contract scores); `observed()` gives the schools' data (J, y: the effects, sigma: their
+standard errors), and `build(observed=...)` conditions on other data in that layout. `fit` is a
+no-op (nothing to fit).
 `sample(n, seed=)` runs a short vectorised MH chain; the contract's sampling checks are off
 (`CONTRACT`) to keep the default test run short.
 
@@ -27,8 +29,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from models import _shared_data
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, reference_points
+from models._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 
 FAMILY = "posterior"
 POSTERIOR = "eight_schools-eight_schools_noncentered"
@@ -44,6 +45,7 @@ class EightSchools(PosteriorRecipe):
     """The non-centered eight schools posterior (see the module docstring)."""
 
     posterior_name = POSTERIOR
+    observed_names = ("y", "sigma")
 
     @staticmethod
     def pyro_model(y: torch.Tensor, sigma: torch.Tensor) -> None:
@@ -55,29 +57,10 @@ class EightSchools(PosteriorRecipe):
             pyro.sample("y", dist.Normal(theta, sigma), obs=y)
 
     @staticmethod
-    def arguments(observed: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "y": torch.as_tensor(observed["y"], dtype=torch.float64),
-            "sigma": torch.as_tensor(observed["sigma"], dtype=torch.float64),
-        }
-
-    @staticmethod
     def reference_to_sites(draws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         theta = element_columns(draws, "theta", 8)
         mu, tau = draws["mu"], draws["tau"]
         return {"mu": mu, "tau": tau, "theta_trans": (theta - mu[:, None]) / tau[:, None]}
 
 
-def build(**overrides: Any) -> EightSchools:
-    """The posterior (`observed=` replaces the posteriordb data)."""
-    return EightSchools(**overrides)
-
-
-def observed() -> dict[str, Any]:
-    """The eight schools data: J, y (effects), sigma (their standard errors)."""
-    return _shared_data.posteriordb_data(POSTERIOR)
-
-
-def data(split: str = "train", seed: int = 0, **options: Any) -> torch.Tensor:
-    """Reference posterior draws as unconstrained vectors (n, 10); see `reference_points`."""
-    return reference_points(EightSchools, split)
+build, observed, data = recipe_functions(EightSchools)

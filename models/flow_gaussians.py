@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
+from models._flow_recipe import build_flow, split_size_and_seed
 from probgen.deep.flows import Flow
-from probgen.errors import DataError
 
 FAMILY = "flow"
 N_MODES = 8
@@ -33,8 +33,6 @@ CENTRES = torch.tensor(
         for k in range(N_MODES)
     ]
 )
-_SIZES = {"train": 10_000, "valid": 2_000, "test": 5_000}
-_SPLIT_OFFSETS = {"train": 0, "valid": 1_000_003, "test": 2_000_003}
 
 REFERENCE = {
     "what": "held-out log-likelihood of the exact target density (mean of true_log_prob on "
@@ -50,28 +48,13 @@ SMOKE = {
 
 def build(**overrides: Any) -> Flow:
     """A neural spline flow (autoregressive, Pyro's spline_autoregressive through .inv)."""
-    settings = dict(
-        dim=2,
-        kind="nsf",
-        n_layers=4,
-        hidden_dims=(64, 64),
-        count_bins=8,
-        bound=4.0,
-        epochs=60,
-        batch_size=256,
-        lr=3e-3,
-        seed=0,
-    )
-    settings.update(overrides)
-    return Flow(**settings)
+    return build_flow(dict(kind="nsf", n_layers=4, count_bins=8, bound=4.0, lr=3e-3), overrides)
 
 
 def data(split: str = "train", seed: int = 0, n: int | None = None) -> torch.Tensor:
     """Draws (n, 2) from the ring; splits use disjoint seeds."""
-    if split not in _SIZES:
-        raise DataError(f"split must be one of {', '.join(_SIZES)}; got {split!r}")
-    n = _SIZES[split] if n is None else int(n)
-    generator = torch.Generator().manual_seed(int(seed) + _SPLIT_OFFSETS[split])
+    n, split_seed = split_size_and_seed(split, seed, n)
+    generator = torch.Generator().manual_seed(split_seed)
     modes = torch.randint(N_MODES, (n,), generator=generator)
     return CENTRES[modes] + STD * torch.randn(n, 2, generator=generator)
 

@@ -16,13 +16,11 @@ from typing import Any
 
 import torch
 
+from models._flow_recipe import build_flow, split_size_and_seed
 from probgen.deep.flows import Flow
-from probgen.errors import DataError
 
 FAMILY = "flow"
 NOISE = 0.05
-_SIZES = {"train": 10_000, "valid": 2_000, "test": 5_000}
-_SPLIT_OFFSETS = {"train": 0, "valid": 1_000_003, "test": 2_000_003}
 
 SMOKE = {
     "build": {"n_layers": 2, "hidden_dims": [16, 16]},
@@ -33,26 +31,13 @@ SMOKE = {
 
 def build(**overrides: Any) -> Flow:
     """A RealNVP (affine coupling) flow with 8 layers."""
-    settings = dict(
-        dim=2,
-        kind="realnvp",
-        n_layers=8,
-        hidden_dims=(64, 64),
-        epochs=60,
-        batch_size=256,
-        lr=1e-3,
-        seed=0,
-    )
-    settings.update(overrides)
-    return Flow(**settings)
+    return build_flow(dict(kind="realnvp", n_layers=8, lr=1e-3), overrides)
 
 
 def data(split: str = "train", seed: int = 0, n: int | None = None) -> torch.Tensor:
     """Two-moons points (n, 2) as float32."""
     from sklearn.datasets import make_moons
 
-    if split not in _SIZES:
-        raise DataError(f"split must be one of {', '.join(_SIZES)}; got {split!r}")
-    n = _SIZES[split] if n is None else int(n)
-    points, _ = make_moons(n_samples=n, noise=NOISE, random_state=int(seed) + _SPLIT_OFFSETS[split])
+    n, split_seed = split_size_and_seed(split, seed, n)
+    points, _ = make_moons(n_samples=n, noise=NOISE, random_state=split_seed)
     return torch.as_tensor(points, dtype=torch.float32)

@@ -5,7 +5,8 @@ y[n] ~ theta Normal(mu[1], sigma[1]) + (1 - theta) Normal(mu[2], sigma[2]), N = 
 component labels are summed out. Posterior ``low_dim_gauss_mix-low_dim_gauss_mix``.
 
 `build()` returns the posterior as a `PyroDensity` (kind ``unnormalized``) over the 5
-unconstrained coordinates; `data(split)` gives reference draws in them, `observed()` the data.
+unconstrained coordinates; `data(split)` gives reference draws in them, `observed()` the data
+(N, y), and `build(observed=...)` conditions on other data in that layout.
 
 Example:
     >>> from models import gauss_mix
@@ -23,8 +24,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from models import _shared_data
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, reference_points
+from models._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 
 FAMILY = "posterior"
 POSTERIOR = "low_dim_gauss_mix-low_dim_gauss_mix"
@@ -37,6 +37,7 @@ class GaussMix(PosteriorRecipe):
     """The two-component mixture posterior (see the module docstring)."""
 
     posterior_name = POSTERIOR
+    observed_names = ("y",)
 
     @staticmethod
     def pyro_model(y: torch.Tensor) -> None:
@@ -52,10 +53,6 @@ class GaussMix(PosteriorRecipe):
         pyro.factor("y", torch.logsumexp(components + weights, -1).sum(-1))
 
     @staticmethod
-    def arguments(observed: dict[str, Any]) -> dict[str, Any]:
-        return {"y": torch.as_tensor(observed["y"], dtype=torch.float64)}
-
-    @staticmethod
     def reference_to_sites(draws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
             "mu": element_columns(draws, "mu", 2),
@@ -64,16 +61,4 @@ class GaussMix(PosteriorRecipe):
         }
 
 
-def build(**overrides: Any) -> GaussMix:
-    """The posterior (`observed=` replaces the posteriordb data: N, y)."""
-    return GaussMix(**overrides)
-
-
-def observed() -> dict[str, Any]:
-    """The mixture data: N, y."""
-    return _shared_data.posteriordb_data(POSTERIOR)
-
-
-def data(split: str = "train", seed: int = 0, **options: Any) -> torch.Tensor:
-    """Reference posterior draws as unconstrained vectors (n, 5)."""
-    return reference_points(GaussMix, split)
+build, observed, data = recipe_functions(GaussMix)

@@ -6,7 +6,8 @@ ch. 3). The two coefficients are strongly correlated (mom_iq is not centred), wh
 random walk with an adapted dense covariance handles well.
 
 `build()` returns the posterior as a `PyroDensity` (kind ``unnormalized``) over (beta, log
-sigma); `data(split)` gives reference draws in those coordinates, `observed()` the data.
+sigma); `data(split)` gives reference draws in those coordinates, `observed()` the data (N,
+kid_score, mom_iq, mom_hs, ...), and `build(observed=...)` conditions on other data in that layout.
 
 Example:
     >>> from models import kidiq_momiq
@@ -24,8 +25,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from models import _shared_data
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, reference_points
+from models._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 
 FAMILY = "posterior"
 POSTERIOR = "kidiq-kidscore_momiq"
@@ -38,6 +38,7 @@ class KidiqMomiq(PosteriorRecipe):
     """The kid-score-on-mom-IQ regression posterior (see the module docstring)."""
 
     posterior_name = POSTERIOR
+    observed_names = ("kid_score", "mom_iq")
 
     @staticmethod
     def pyro_model(kid_score: torch.Tensor, mom_iq: torch.Tensor) -> None:
@@ -47,27 +48,8 @@ class KidiqMomiq(PosteriorRecipe):
         pyro.sample("kid_score", dist.Normal(mean, sigma[..., None]).to_event(1), obs=kid_score)
 
     @staticmethod
-    def arguments(observed: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "kid_score": torch.as_tensor(observed["kid_score"], dtype=torch.float64),
-            "mom_iq": torch.as_tensor(observed["mom_iq"], dtype=torch.float64),
-        }
-
-    @staticmethod
     def reference_to_sites(draws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"beta": element_columns(draws, "beta", 2), "sigma": draws["sigma"]}
 
 
-def build(**overrides: Any) -> KidiqMomiq:
-    """The posterior (`observed=` replaces the posteriordb data)."""
-    return KidiqMomiq(**overrides)
-
-
-def observed() -> dict[str, Any]:
-    """The kidiq data: N, kid_score, mom_iq, mom_hs, ..."""
-    return _shared_data.posteriordb_data(POSTERIOR)
-
-
-def data(split: str = "train", seed: int = 0, **options: Any) -> torch.Tensor:
-    """Reference posterior draws as unconstrained vectors (n, 3)."""
-    return reference_points(KidiqMomiq, split)
+build, observed, data = recipe_functions(KidiqMomiq)

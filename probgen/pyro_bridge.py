@@ -334,28 +334,24 @@ class PyroDensity(Model):
     @property
     def discrete_mask(self) -> torch.Tensor:
         """Bool (dim,): which coordinates hold discrete values."""
-        mask = torch.zeros(self.dim, dtype=torch.bool)
-        for site in self.sites:
-            if site.discrete:
-                mask[site.offset : site.offset + site.size] = True
-        return mask
+        return self._per_discrete_coordinate("discrete", torch.bool)
 
     @property
     def cardinality(self) -> torch.Tensor:
         """Long (dim,): number of values of each discrete coordinate, 0 for continuous ones."""
-        values = torch.zeros(self.dim, dtype=torch.long)
-        for site in self.sites:
-            if site.discrete:
-                values[site.offset : site.offset + site.size] = site.cardinality
-        return values
+        return self._per_discrete_coordinate("cardinality", torch.long)
 
     @property
     def low(self) -> torch.Tensor:
         """Long (dim,): smallest value of each discrete coordinate."""
-        values = torch.zeros(self.dim, dtype=torch.long)
+        return self._per_discrete_coordinate("low", torch.long)
+
+    def _per_discrete_coordinate(self, attribute: str, dtype: torch.dtype) -> torch.Tensor:
+        """(dim,): each discrete site's `attribute` on its coordinates, zero elsewhere."""
+        values = torch.zeros(self.dim, dtype=dtype)
         for site in self.sites:
             if site.discrete:
-                values[site.offset : site.offset + site.size] = site.low
+                values[site.offset : site.offset + site.size] = getattr(site, attribute)
         return values
 
     # ---- transforms ------------------------------------------------------------------------

@@ -5,6 +5,8 @@ negative log-likelihood, or a negative ELBO per example): seeded shuffling, Adam
 learning-rate schedules, gradient clipping, a held-out log-likelihood each epoch with early
 stopping, a progress bar, checkpoints (safetensors + JSON, never pickle) and `resume=True`,
 and a `FitError` that keeps the last good parameters when the loss stops being finite.
+`fit_with_model_settings` runs it under a probgen model's own settings (epochs, batch size,
+learning rate, seed) and records the fit on the model: the body of each neural model's `fit`.
 
 `pyro_elbo_loss` turns a Pyro ELBO (`Trace_ELBO`, `TraceMeanField_ELBO`, `RenyiELBO`) into such
 a loss for a model that has Pyro `model` and `guide` methods. Parameters stay in the model's
@@ -31,13 +33,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from probgen.data import Sequences
 from probgen.errors import DataError, FitError
+
+if TYPE_CHECKING:
+    from probgen.density import Model
 
 __all__ = ["fit_model", "pyro_elbo_loss", "load_checkpoint", "CHECKPOINT_NAME"]
 
@@ -486,6 +491,65 @@ def fit_model(
             max_steps=max_steps,
             parameters=parameters,
         )
+
+
+MODEL_SETTINGS = ("epochs", "batch_size", "lr", "seed")
+
+
+def fit_with_model_settings(
+    model: Model,
+    data: Any,
+    *,
+    loss: LossFn,
+    validation_data: Any = None,
+    validation_log_prob: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    options: dict[str, Any] | None = None,
+    setting_names: tuple[str, ...] = MODEL_SETTINGS,
+) -> list[dict]:
+    """`fit_model` under a probgen model's own training settings, then mark the model fitted.
+
+    This is the body of the neural models' `fit`: the settings named in `setting_names` are
+    read from the model's attributes of the same names (its constructor arguments) and the
+    `options` given to `fit` override them. The model then holds `history_`, and `n_iter_`
+    (the number of epochs run) where it saves that in its `fitted_attributes`.
+
+    Args:
+        model: a probgen `Model` with an attribute for each name in `setting_names`.
+        data: training data for `fit_model`.
+        loss: `loss(model, batch) -> scalar tensor` to minimise.
+        validation_data: held-out data for `fit_model`, or None.
+        validation_log_prob: per-example log-likelihood on held-out batches, or None for
+            `model.log_prob(batch)`.
+        options: the `fit_model` settings given to `fit` (override the model's).
+        setting_names: the model attributes that are `fit_model` settings by default.
+
+    Returns:
+        The history (one dict per epoch), also stored as `model.history_`.
+
+    Example:
+        >>> from probgen.deep.made import MADE
+        >>> x = torch.randint(0, 2, (32, 4)).float()
+        >>> made = MADE(4, hidden_dims=[8], epochs=3, seed=0)
+        >>> nll = lambda model, batch: -model.log_prob_under_mask(batch, 0).mean()
+        >>> history = fit_with_model_settings(made, x, loss=nll, options={"epochs": 2})
+        >>> len(history), made.n_iter_, made.fitted_
+        (2, 2, True)
+    """
+    settings = {name: getattr(model, name) for name in setting_names}
+    settings.update(options or {})
+    history = fit_model(
+        model,
+        data,
+        loss=loss,
+        validation_data=validation_data,
+        validation_log_prob=validation_log_prob,
+        **settings,
+    )
+    model.history_ = history
+    if "n_iter_" in model.fitted_attributes:
+        model.n_iter_ = len(history)
+    model._mark_fitted()
+    return history
 
 
 class _LoopState:

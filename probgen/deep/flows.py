@@ -44,7 +44,7 @@ from torch.distributions import transforms as torch_transforms
 from probgen.data import as_tensor, check_choice, check_positive_int
 from probgen.density import LogProbKind, Model
 from probgen.errors import DataError
-from probgen.training import fit_model
+from probgen.training import fit_with_model_settings
 
 __all__ = ["Flow"]
 
@@ -463,24 +463,15 @@ class Flow(Model):
         Returns:
             self, with `history_`.
         """
-        data, context = self._split(data, context)
-        x, _ = self._check_x(data, "data")
-        condition = self._check_context(context, x.shape[0])
-        training = (x,) if condition is None else (x, condition)
-        validation = None
-        if validation_data is not None:
-            validation_data, validation_context = self._split(validation_data, validation_context)
-            vx, _ = self._check_x(validation_data, "validation_data")
-            vc = self._check_context(validation_context, vx.shape[0], "validation_context")
-            validation = (vx,) if vc is None else (vx, vc)
-        settings = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "seed": self.seed,
-            **options,
-        }
-        self.history_ = fit_model(
+        training = self._examples(data, context, "data", "context")
+        validation = (
+            None
+            if validation_data is None
+            else self._examples(
+                validation_data, validation_context, "validation_data", "validation_context"
+            )
+        )
+        fit_with_model_settings(
             self,
             training,
             loss=self._loss,
@@ -490,10 +481,18 @@ class Flow(Model):
                 if len(batch) == 2
                 else model._log_density(batch[0], None)
             ),
-            **settings,
+            options=options,
         )
-        self._mark_fitted()
         return self
+
+    def _examples(
+        self, data: Any, context: Any, name: str, context_name: str
+    ) -> tuple[torch.Tensor, ...]:
+        """Checked training examples: (x,), or (x, context) for a conditional flow."""
+        data, context = self._split(data, context)
+        x, _ = self._check_x(data, name)
+        condition = self._check_context(context, x.shape[0], context_name)
+        return (x,) if condition is None else (x, condition)
 
     # ---- sampling --------------------------------------------------------------------------
     @torch.no_grad()

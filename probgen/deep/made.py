@@ -394,7 +394,7 @@ class MADE(Model):
         Returns:
             self, with `history_` (one dict per epoch) and `n_iter_`.
         """
-        from probgen.training import first_tensor, fit_model
+        from probgen.training import first_tensor, fit_with_model_settings
 
         train = self._check_input(data, "data")
         validation = (
@@ -411,22 +411,12 @@ class MADE(Model):
         def validation_log_prob(model: MADE, batch: Any) -> torch.Tensor:
             return model._ensemble_log_prob(first_tensor(batch))
 
-        settings = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "seed": self.seed,
-            **options,
-        }
-        history = fit_model(
+        fit_with_model_settings(
             self,
             train,
             loss=loss,
             validation_data=validation,
             validation_log_prob=validation_log_prob,
-            **settings,
+            options=options,
         )
-        self.history_ = history
-        self.n_iter_ = len(history)
-        self._mark_fitted()
         return self

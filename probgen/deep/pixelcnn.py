@@ -326,7 +326,7 @@ class PixelCNN(Model):
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.training import first_tensor, fit_model
+        from probgen.training import first_tensor, fit_with_model_settings
 
         train = self._to_images(self._check_input(data, "data"))
         validation = (
@@ -342,22 +342,12 @@ class PixelCNN(Model):
         def validation_log_prob(model: PixelCNN, batch: Any) -> torch.Tensor:
             return model._log_prob_images(first_tensor(batch))
 
-        settings = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "seed": self.seed,
-            **options,
-        }
-        history = fit_model(
+        fit_with_model_settings(
             self,
             train,
             loss=loss,
             validation_data=validation,
             validation_log_prob=validation_log_prob,
-            **settings,
+            options=options,
         )
-        self.history_ = history
-        self.n_iter_ = len(history)
-        self._mark_fitted()
         return self

@@ -449,7 +449,7 @@ class SequenceModel(Model):
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.training import fit_model
+        from probgen.training import MODEL_SETTINGS, fit_with_model_settings
 
         train = self._training_sequences(data, "data", seq_length)
         validation = (
@@ -465,26 +465,15 @@ class SequenceModel(Model):
         def validation_log_prob(model: SequenceModel, batch: Sequences) -> torch.Tensor:
             return model._token_log_probs(batch.values, batch.lengths).sum(-1)
 
-        settings = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "grad_clip": self.grad_clip,
-            "seed": self.seed,
-            **options,
-        }
-        history = fit_model(
+        fit_with_model_settings(
             self,
             train,
             loss=loss,
             validation_data=validation,
             validation_log_prob=validation_log_prob,
-            **settings,
+            options=options,
+            setting_names=(*MODEL_SETTINGS, "grad_clip"),
         )
-        self.eval()
-        self.history_ = history
-        self.n_iter_ = len(history)
-        self._mark_fitted()
         return self
 
     def _training_sequences(self, data: Any, name: str, seq_length: int | None) -> Sequences:

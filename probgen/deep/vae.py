@@ -36,7 +36,7 @@ from torch import nn
 from probgen.data import as_tensor, check_choice, check_positive_int
 from probgen.density import LogProbKind, Model
 from probgen.errors import DataError
-from probgen.training import fit_model, pyro_elbo_loss
+from probgen.training import fit_with_model_settings, pyro_elbo_loss
 
 __all__ = ["VAE"]
 
@@ -72,7 +72,16 @@ def _image_layout(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     )
 
 
-class _Encoder(nn.Module):
+class _Network(nn.Module):
+    """An encoder or decoder network: its kind ("mlp" or "conv") and the data's event shape."""
+
+    def __init__(self, kind: str, input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.kind = kind
+        self.input_shape = input_shape
+
+
+class _Encoder(_Network):
     """x (n, *input_shape) [+ one-hot label] -> (loc, scale) of q(z | x)."""
 
     def __init__(
@@ -84,9 +93,7 @@ class _Encoder(nn.Module):
         n_label_features: int,
         in_scale: float,
     ) -> None:
-        super().__init__()
-        self.kind = kind
-        self.input_shape = input_shape
+        super().__init__(kind, input_shape)
         self.in_scale = in_scale
         if kind == "conv":
             channels, height, width = _image_layout(input_shape)
@@ -118,7 +125,7 @@ class _Encoder(nn.Module):
         return loc, F.softplus(raw_scale) + 1e-4
 
 
-class _Decoder(nn.Module):
+class _Decoder(_Network):
     """z (..., latent) [+ one-hot label] -> likelihood parameters (..., *input_shape[, C])."""
 
     def __init__(
@@ -130,9 +137,7 @@ class _Decoder(nn.Module):
         n_label_features: int,
         n_categories: int,
     ) -> None:
-        super().__init__()
-        self.kind = kind
-        self.input_shape = input_shape
+        super().__init__(kind, input_shape)
         self.n_categories = n_categories
         n_in = latent_dim + n_label_features
         if kind == "conv":
@@ -437,33 +442,32 @@ class VAE(Model):
         Returns:
             self, with `history_`.
         """
-        data, labels = self._split(data, labels)
-        x, _ = self._check_x(data, "data")
-        y = self._check_labels(labels, x.shape[0])
-        training = (x,) if y is None else (x, y)
-        validation = None
-        if validation_data is not None:
-            validation_data, validation_labels = self._split(validation_data, validation_labels)
-            vx, _ = self._check_x(validation_data, "validation_data")
-            vy = self._check_labels(validation_labels, vx.shape[0], "validation_labels")
-            validation = (vx,) if vy is None else (vx, vy)
-        settings = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "seed": self.seed,
-            **options,
-        }
-        self.history_ = fit_model(
+        training = self._examples(data, labels, "data", "labels")
+        validation = (
+            None
+            if validation_data is None
+            else self._examples(
+                validation_data, validation_labels, "validation_data", "validation_labels"
+            )
+        )
+        fit_with_model_settings(
             self,
             training,
             loss=self._make_loss(),
             validation_data=validation,
             validation_log_prob=_validation_elbo,
-            **settings,
+            options=options,
         )
-        self._mark_fitted()
         return self
+
+    def _examples(
+        self, data: Any, labels: Any, name: str, labels_name: str
+    ) -> tuple[torch.Tensor, ...]:
+        """Checked training examples: (x,), or (x, one-hot labels) for the conditional VAE."""
+        data, labels = self._split(data, labels)
+        x, _ = self._check_x(data, name)
+        one_hot = self._check_labels(labels, x.shape[0], labels_name)
+        return (x,) if one_hot is None else (x, one_hot)
 
     # ---- densities -------------------------------------------------------------------------
     def _log_weights(

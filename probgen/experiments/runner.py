@@ -36,6 +36,18 @@ import torch
 from probgen.errors import DataError
 from probgen.experiments.config import ExperimentConfig, load_toml, parse_config
 
+COMPARISON_COLUMNS = (
+    "method",
+    "chains",
+    "draws",
+    "time_s",
+    "min_ess_bulk",
+    "ess_per_s",
+    "max_r_hat",
+    "divergences",
+)
+"""Columns of ``comparison.csv`` and ``comparison.md``, one row per method label."""
+
 
 def run_file(path: str | Path, out_dir: str | Path | None = None, *, progress: bool = True) -> Path:
     """Run the experiment in the TOML file `path`; results go to `out_dir`.
@@ -187,16 +199,7 @@ def _run(config: ExperimentConfig, folder: Path, progress: bool) -> Path:
 
 
 def _markdown(table: Any) -> str:
-    columns = [
-        "method",
-        "chains",
-        "draws",
-        "time_s",
-        "min_ess_bulk",
-        "ess_per_s",
-        "max_r_hat",
-        "divergences",
-    ]
+    columns = COMPARISON_COLUMNS
     lines = ["| label | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for label, row in table.iterrows():
         cells = [f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in columns]

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ from probgen.samplers.mh import (
     covariance_window_ends,
 )
 from probgen.samplers.nuts import KERNEL_OPTIONS as NUTS_OPTIONS
-from probgen.samplers.recording import DrawRecorder
+from probgen.samplers.recording import DrawRecorder, kept_sweeps
 from probgen.samplers.samples import Samples
 from probgen.samplers.targets import FlatTarget, make_target
 
@@ -212,20 +214,11 @@ def sample_chains(
                 checkpoint=checkpoint,
                 flush_every=flush_every,
             )
+            run = _SamplerRun(
+                flat, recorder, z0, lp0, generator, warmup, thin, int(seed), bar, method
+            )
             try:
-                runner(
-                    flat,
-                    recorder,
-                    z0,
-                    lp0,
-                    generator,
-                    warmup=warmup,
-                    thin=thin,
-                    seed=int(seed),
-                    bar=bar,
-                    method=method,
-                    **options,
-                )
+                runner(run, **options)
             except KeyboardInterrupt:
                 recorder.flush()
                 raise
@@ -246,6 +239,31 @@ def _jsonable(value: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+@dataclass
+class _SamplerRun:
+    """What each runner (`_run_mh`, `_run_gibbs`, `_run_nuts`, `_run_svi`) works with.
+
+    The flat target, the recorder of kept draws, the chains' starting points `z` (num_chains,
+    dim) and their log densities `lp`, the run's generator and settings, and the progress bar.
+    """
+
+    target: FlatTarget
+    recorder: DrawRecorder
+    z: torch.Tensor
+    lp: torch.Tensor
+    generator: torch.Generator
+    warmup: int
+    thin: int
+    seed: int
+    bar: Any
+    method: str
+
+    def sweeps(self) -> Iterator[tuple[int, int | None]]:
+        """(sweep, kept draw index or None) over the whole run, advancing the progress bar."""
+        self.bar.reset(total=self.warmup + self.recorder.num_samples * self.thin)
+        return kept_sweeps(self.warmup, self.recorder.num_samples, self.thin, self.bar)
 
 
 def _initial_points(
@@ -301,23 +319,11 @@ def _continuous_kernels(
     ]
 
 
-def _run_mh(
-    target: FlatTarget,
-    recorder: DrawRecorder,
-    z: torch.Tensor,
-    lp: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    warmup: int,
-    thin: int,
-    seed: int,
-    bar: Any,
-    method: str,
-    **options: Any,
-) -> None:
+def _run_mh(run: _SamplerRun, **options: Any) -> None:
     proposal = check_choice(
         options.get("proposal", "random_walk"), "proposal", ("random_walk", "independence")
     )
+    target, z, lp, generator, warmup = run.target, run.z, run.lp, run.generator, run.warmup
     walkers = _continuous_kernels(target, False, options)
     discrete = target.discrete_index
     flipper = None
@@ -329,9 +335,7 @@ def _run_mh(
     restart = bool(options.get("restart_stragglers", True)) and z.shape[0] >= 4
     restart_points = {int(0.1 * warmup)} | covariance_window_ends(warmup)
     restarts = 0
-    total = warmup + recorder.num_samples * thin
-    bar.reset(total=total)
-    for iteration in range(total):
+    for iteration, draw in run.sweeps():
         if iteration == warmup and proposal == "independence" and walkers:
             independence = _independence_kernel(walkers[0], history, z, options)
         accepts = []
@@ -350,12 +354,10 @@ def _run_mh(
         if restart and iteration + 1 in restart_points:
             z, lp, moved = restart_stragglers(z, lp, generator)
             restarts += moved
-            recorder.attrs["warmup_restarts"] = restarts
-        bar.update(1)
-        kept = iteration - warmup
-        if kept >= 0 and (kept + 1) % thin == 0:
-            recorder.record(
-                kept // thin,
+            run.recorder.attrs["warmup_restarts"] = restarts
+        if draw is not None:
+            run.recorder.record(
+                draw,
                 z,
                 lp=lp,
                 acceptance_rate=torch.stack(accepts).mean(0),
@@ -409,21 +411,9 @@ def _independence_kernel(
 # ---------------------------------------------------------------------------------------------
 # Gibbs
 # ---------------------------------------------------------------------------------------------
-def _run_gibbs(
-    target: FlatTarget,
-    recorder: DrawRecorder,
-    z: torch.Tensor,
-    lp: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    warmup: int,
-    thin: int,
-    seed: int,
-    bar: Any,
-    method: str,
-    **options: Any,
-) -> None:
+def _run_gibbs(run: _SamplerRun, **options: Any) -> None:
     continuous_method = check_choice(options.get("continuous", "mh"), "continuous", ("mh", "nuts"))
+    target, z, lp, generator, warmup = run.target, run.z, run.lp, run.generator, run.warmup
     discrete = target.discrete_index
     enumerator = None
     if discrete.numel():
@@ -438,14 +428,12 @@ def _run_gibbs(
             "nuts",
             z,
             warmup=warmup,
-            seed=seed,
+            seed=run.seed,
             index=target.continuous_index,
             **dict(options.get("nuts_options", {})),
         )
         walkers = []
-    total = warmup + recorder.num_samples * thin
-    bar.reset(total=total)
-    for iteration in range(total):
+    for iteration, draw in run.sweeps():
         accepts = []
         step_size = np.nan
         if enumerator is not None:
@@ -462,12 +450,10 @@ def _run_gibbs(
             lp = stats["lp"].to(z.dtype)
             accepts.append(stats["acceptance_rate"].to(z.dtype))
             step_size = stats["step_size"].numpy()
-        bar.update(1)
-        kept = iteration - warmup
-        if kept >= 0 and (kept + 1) % thin == 0:
+        if draw is not None:
             acceptance = torch.stack(accepts).mean(0) if accepts else torch.ones(z.shape[0])
-            recorder.record(
-                kept // thin,
+            run.recorder.record(
+                draw,
                 z,
                 lp=lp,
                 acceptance_rate=acceptance,
@@ -587,55 +573,28 @@ def _discrete_error(target: FlatTarget, method: str) -> None:
     )
 
 
-def _run_nuts(
-    target: FlatTarget,
-    recorder: DrawRecorder,
-    z: torch.Tensor,
-    lp: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    warmup: int,
-    thin: int,
-    seed: int,
-    bar: Any,
-    method: str,
-    **options: Any,
-) -> None:
+def _run_nuts(run: _SamplerRun, **options: Any) -> None:
     from probgen.samplers.nuts import PyroKernelChains
 
-    _discrete_error(target, method)
-    chains = PyroKernelChains(target, method, z, warmup=warmup, seed=seed, **options)
-    total = warmup + recorder.num_samples * thin
-    bar.reset(total=total)
-    for iteration in range(total):
+    _discrete_error(run.target, run.method)
+    chains = PyroKernelChains(
+        run.target, run.method, run.z, warmup=run.warmup, seed=run.seed, **options
+    )
+    for _, draw in run.sweeps():
         z, stats = chains.step()
-        bar.update(1)
-        kept = iteration - warmup
-        if kept >= 0 and (kept + 1) % thin == 0:
-            recorder.record(kept // thin, z, **stats)
+        if draw is not None:
+            run.recorder.record(draw, z, **stats)
 
 
-def _run_svi(
-    target: FlatTarget,
-    recorder: DrawRecorder,
-    z: torch.Tensor,
-    lp: torch.Tensor,
-    generator: torch.Generator,
-    *,
-    warmup: int,
-    thin: int,
-    seed: int,
-    bar: Any,
-    method: str,
-    **options: Any,
-) -> None:
+def _run_svi(run: _SamplerRun, **options: Any) -> None:
     from probgen.samplers.svi import fit_guide_and_draw
 
-    _discrete_error(target, method)
+    target, recorder = run.target, run.recorder
+    _discrete_error(target, run.method)
     count = recorder.num_chains * recorder.num_samples
-    bar.reset(total=int(options.get("num_steps", 2000)))
+    run.bar.reset(total=int(options.get("num_steps", 2000)))
     draws, info = fit_guide_and_draw(
-        target, count, seed=seed, initial=z[0], progress=bar, **options
+        target, count, seed=run.seed, initial=run.z[0], progress=run.bar, **options
     )
     draws = draws.reshape(recorder.num_chains, recorder.num_samples, target.dim)
     with torch.no_grad():

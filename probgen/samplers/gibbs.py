@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from probgen.errors import DataError
+from probgen.samplers.recording import kept_sweeps
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]
 
@@ -126,12 +127,8 @@ def run_model_gibbs(
         raise DataError(
             f"{type(model).__name__} has gibbs_step but no initial_state; pass initial="
         )
-    total = warmup + num_samples * thin
-    for iteration in range(total):
+    for _, draw in kept_sweeps(warmup, num_samples, thin, progress):
         state = model.gibbs_step(state, generator=generator, evidence=evidence)
-        if progress is not None:
-            progress.update(1)
-        kept = iteration - warmup
-        if kept >= 0 and (kept + 1) % thin == 0:
-            on_draw(kept // thin, state)
+        if draw is not None:
+            on_draw(draw, state)
     return state

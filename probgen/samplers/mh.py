@@ -82,7 +82,34 @@ def _safe_cholesky(covariance: torch.Tensor) -> torch.Tensor | None:
     return None if bool(info.any()) or not torch.isfinite(factor).all() else factor
 
 
-class RandomWalkKernel:
+class _MetropolisKernel:
+    """Base of the kernels: one proposal per chain, accepted with the Metropolis-Hastings ratio.
+
+    Subclasses implement `_proposal_and_correction(z, generator)`, returning the proposed
+    states and the log ratio correction log q(z | z') - log q(z' | z) (zero for symmetric
+    proposals).
+    """
+
+    def _proposal_and_correction(
+        self, z: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | float]:
+        raise NotImplementedError  # pragma: no cover - every kernel overrides it
+
+    def step(
+        self,
+        z: torch.Tensor,
+        log_prob: torch.Tensor,
+        log_density: LogDensity,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One proposal per chain; returns (z, log density, acceptance probability)."""
+        proposal, correction = self._proposal_and_correction(z, generator)
+        return metropolis_accept(
+            z, log_prob, proposal, log_density(proposal), correction, generator
+        )
+
+
+class RandomWalkKernel(_MetropolisKernel):
     """Adaptive Gaussian random-walk Metropolis on coordinates `index` (see module docstring).
 
     Args:
@@ -140,16 +167,10 @@ class RandomWalkKernel:
         proposal[:, self.index] = z[:, self.index] + self.step_size * scaled
         return proposal
 
-    def step(
-        self,
-        z: torch.Tensor,
-        log_prob: torch.Tensor,
-        log_density: LogDensity,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One proposal per chain; returns (z, log density, acceptance probability)."""
-        proposal = self.propose(z, generator)
-        return metropolis_accept(z, log_prob, proposal, log_density(proposal), 0.0, generator)
+    def _proposal_and_correction(
+        self, z: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, float]:
+        return self.propose(z, generator), 0.0
 
     # ---- warmup ----------------------------------------------------------------------------
     def adapt(
@@ -209,7 +230,7 @@ def covariance_window_ends(warmup: int) -> set[int]:
     return ends
 
 
-class IndependenceKernel:
+class IndependenceKernel(_MetropolisKernel):
     """Independence Metropolis-Hastings on coordinates `index` with proposal `proposal`.
 
     Args:
@@ -237,25 +258,19 @@ class IndependenceKernel:
             torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
             return self.proposal.sample((count,)).to(like.dtype)
 
-    def step(
-        self,
-        z: torch.Tensor,
-        log_prob: torch.Tensor,
-        log_density: LogDensity,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One independent proposal per chain."""
+    def _proposal_and_correction(
+        self, z: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One independent proposal per chain, and the ratio q(z) / q(z') in logs."""
         proposal = z.clone()
         proposal[:, self.index] = self._draw(z.shape[0], generator, z)
         correction = self.proposal.log_prob(z[:, self.index]) - self.proposal.log_prob(
             proposal[:, self.index]
         )
-        return metropolis_accept(
-            z, log_prob, proposal, log_density(proposal), correction, generator
-        )
+        return proposal, correction
 
 
-class DiscreteKernel:
+class DiscreteKernel(_MetropolisKernel):
     """Symmetric single-coordinate moves for discrete coordinates.
 
     Each chain picks one of `index` uniformly and moves it to one of its other values chosen
@@ -273,13 +288,9 @@ class DiscreteKernel:
         self.low = low
         self.step_size = float("nan")
 
-    def step(
-        self,
-        z: torch.Tensor,
-        log_prob: torch.Tensor,
-        log_density: LogDensity,
-        generator: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _proposal_and_correction(
+        self, z: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, float]:
         num_chains = z.shape[0]
         pick = torch.randint(
             0, self.index.numel(), (num_chains,), generator=generator, device=z.device
@@ -298,4 +309,4 @@ class DiscreteKernel:
         current = z[rows, coordinate].round().long() - low
         proposal = z.clone()
         proposal[rows, coordinate] = (low + (current + shift) % count).to(z.dtype)
-        return metropolis_accept(z, log_prob, proposal, log_density(proposal), 0.0, generator)
+        return proposal, 0.0

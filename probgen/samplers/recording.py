@@ -3,7 +3,7 @@
 `DrawRecorder` keeps flat states (chain, draw, dim) and statistics, turns them into `Samples`
 (mapping flat states to named constrained values in chunks), and writes the finished draws to
 `checkpoint` every `flush_every` draws and when the run is interrupted, so an interrupted run
-leaves readable samples.
+leaves readable samples. `kept_sweeps` says which sweeps of a run give the kept draws.
 
 Example:
     >>> import torch
@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,26 @@ import torch
 
 from probgen.samplers.samples import Samples
 from probgen.samplers.targets import FlatTarget
+
+
+def kept_sweeps(
+    warmup: int, num_samples: int, thin: int, progress: Any = None
+) -> Iterator[tuple[int, int | None]]:
+    """The `warmup + num_samples * thin` sweeps of a run, with the draw each one keeps.
+
+    Yields (sweep, draw): `draw` is the index of the kept draw that this sweep produces, or
+    None for warmup sweeps and sweeps that thinning drops. `progress` (a tqdm bar or None) is
+    advanced once after each sweep.
+
+    Example:
+        >>> [draw for _, draw in kept_sweeps(warmup=2, num_samples=2, thin=2)]
+        [None, None, None, 0, None, 1]
+    """
+    for sweep in range(warmup + num_samples * thin):
+        kept = sweep - warmup
+        yield sweep, kept // thin if kept >= 0 and (kept + 1) % thin == 0 else None
+        if progress is not None:
+            progress.update(1)
 
 
 class DrawRecorder:

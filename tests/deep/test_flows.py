@@ -17,16 +17,6 @@ from probgen.errors import DataError, NotFittedError
 from probgen.metrics import mode_coverage
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small-op training loops slow down by 10x or more when two threads contend on a shared
-    # machine; the library never sets threads, the tests do.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _random_flow(kind: str, context_dim=None, batch_norm=False, **options) -> Flow:
     """A 3-d flow in float64 whose weights are pushed away from the identity map."""
     flow = Flow(

@@ -11,20 +11,7 @@ from probgen.deep.autoregressive import PixelCNN
 from probgen.errors import DataError, NotFittedError
 from probgen.testing import check_density
 
-
-@pytest.fixture(autouse=True)
-def _seeded_single_threaded():
-    """Fix torch's global generator (network initialisation draws from it) for each test, and
-    use one thread: these models are tiny, and two threads on a busy shared machine run many
-    times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_global_torch")
 
 
 def _input_gradient(model: PixelCNN, channel: int, row: int, column: int) -> torch.Tensor:

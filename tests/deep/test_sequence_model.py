@@ -18,19 +18,7 @@ from probgen.testing import check_density
 ARCHITECTURES = ["lstm", "gru", "transformer"]
 
 
-@pytest.fixture(autouse=True)
-def _seeded_single_threaded():
-    """Fix torch's global generator (network initialisation draws from it) for each test, and
-    use one thread: these models are tiny, and two threads on a busy shared machine run many
-    times slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("seeded_global_torch")
 
 
 def _tiny(arch: str, vocab="abc", **options) -> SequenceModel:

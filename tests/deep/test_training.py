@@ -15,16 +15,6 @@ from probgen.errors import DataError, FitError
 from probgen.training import CHECKPOINT_NAME, fit_model, load_checkpoint, pyro_elbo_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small-op loops slow down by 10x or more when two threads contend on a shared machine;
-    # the library never sets threads, the tests do.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data(n: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(n, 3, generator=generator)

@@ -16,16 +16,6 @@ from probgen.density import LogProbKind
 from probgen.errors import DataError, NotFittedError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small-op training loops slow down by 10x or more when two threads contend on a
-    # shared machine; the library never sets threads, the tests do.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _binary(n: int = 128, width: int = 4, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     # Two prototypes with flipped bits: a latent structure worth modelling.

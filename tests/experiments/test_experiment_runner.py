@@ -6,11 +6,11 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from probgen.errors import DataError
 from probgen.experiments import run, run_file
 from probgen.experiments.config import parse_config
+from probgen.experiments.runner import COMPARISON_COLUMNS
 from probgen.samplers.chains import Samples
 
 MODEL_FILE = """
@@ -45,14 +45,6 @@ chains = 16
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def experiment(tmp_path):
     (tmp_path / "model.py").write_text(MODEL_FILE)
@@ -82,16 +74,9 @@ def test_run_file_writes_results_folder_and_repeats_exactly(experiment):
             "posterior.png",
         }
     table = pd.read_csv(folder / "comparison.csv", index_col=0)
-    assert list(table.columns) == [
-        "method",
-        "chains",
-        "draws",
-        "time_s",
-        "min_ess_bulk",
-        "ess_per_s",
-        "max_r_hat",
-        "divergences",
-    ]
+    assert tuple(table.columns) == COMPARISON_COLUMNS
+    header = (folder / "comparison.md").read_text().splitlines()[0]
+    assert header == "| label | " + " | ".join(COMPARISON_COLUMNS) + " |"
     samples = Samples.load(folder / "mh_many" / "samples.safetensors")
     assert samples["mu"].shape == (16, 60)
     # Posterior of mu: Normal(sum(y) / (n + 1/25), 1 / sqrt(n + 1/25)).

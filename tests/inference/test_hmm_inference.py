@@ -148,6 +148,54 @@ def test_differentiable_log_likelihood_broadcasts_over_parameter_batches():
         torch.testing.assert_close(batched[i], single[0])
 
 
+@pytest.mark.parametrize(
+    ("n_states", "length", "batch", "ragged"),
+    [(2, 100, (), False), (3, 33, (4,), True), (5, 2, (2,), False), (32, 17, (), False)],
+)
+def test_differentiable_scan_matches_sequential_pass_and_its_gradients(
+    monkeypatch, n_states, length, batch, ragged
+):
+    generator = torch.Generator().manual_seed(n_states * length)
+    shape = (*batch, n_states, n_states)
+    transition_logits = torch.randn(shape, dtype=DTYPE, generator=generator)
+    initial_logits = torch.randn(n_states, dtype=DTYPE, generator=generator)
+    emissions = 3.0 * torch.randn(*batch, length, n_states, dtype=DTYPE, generator=generator)
+    lengths = None
+    if ragged:
+        lengths = torch.randint(1, length + 1, batch, generator=generator)
+
+    def value_and_gradients():
+        inputs = [t.clone().requires_grad_(True) for t in (transition_logits, emissions)]
+        value = inference.hmm_log_likelihood(initial_logits, *inputs, lengths)
+        value.sum().backward()
+        return value.detach(), [t.grad for t in inputs]
+
+    scanned, scanned_grads = value_and_gradients()
+    monkeypatch.setattr(inference, "DIFFERENTIABLE_SCAN_MAX_STATES", 0)
+    sequential, sequential_grads = value_and_gradients()
+    torch.testing.assert_close(scanned, sequential, rtol=1e-10, atol=1e-9)
+    for got, expected in zip(scanned_grads, sequential_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+
+
+def test_differentiable_scan_matches_enumeration():
+    start, transition = random_hmm(3, 18)
+    emissions = random_emissions((5, 3), 19)
+    value = inference.hmm_log_likelihood(start.log(), transition.log(), emissions)
+    _, scores = brute_force(start, transition, emissions)
+    torch.testing.assert_close(value, torch.logsumexp(scores, 0))
+
+
+def test_differentiable_log_likelihood_of_impossible_series_is_minus_infinity():
+    start, transition = random_hmm(2, 16)
+    emissions = random_emissions((3, 6, 2), 17)
+    emissions[0, 4] = -torch.inf
+    value = inference.hmm_log_likelihood(start.log(), transition.log(), emissions)
+    assert value[0] == -torch.inf
+    reference = inference.log_likelihood(start, transition, emissions[1:])
+    torch.testing.assert_close(value[1:], reference)
+
+
 def test_impossible_observation_gives_minus_infinity_without_nan():
     start, transition = random_hmm(2, 14)
     emissions = random_emissions((2, 4, 2), 15)

@@ -20,17 +20,9 @@ from probgen.samplers.chains import sample_chains
 RECIPES = ["eight_schools", "kidiq_momiq", "ark", "gauss_mix", "hmm_example"]
 SETTINGS = {
     "mh": dict(num_chains=64, num_samples=2000, warmup=1000),
-    # One hmm_example gradient is a 100-step forward pass: keep NUTS runs short.
+    # hmm_example's NUTS trees take about 50 gradients a draw: keep NUTS runs short.
     "nuts": dict(num_chains=4, num_samples=500, warmup=300),
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _load(name):

@@ -21,16 +21,23 @@ with warnings.catch_warnings():
     import arviz as az
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _standard_normal(x):
     return -0.5 * (x**2).sum(-1)
+
+
+def _sample_standard_normal(method, *, num_chains, num_samples, warmup, seed=0, **options):
+    """`sample_chains` on a 2-D standard normal function, starting from the origin."""
+    return sample_chains(
+        _standard_normal,
+        method,
+        num_chains=num_chains,
+        num_samples=num_samples,
+        warmup=warmup,
+        seed=seed,
+        initial=torch.zeros(2, dtype=torch.float64),
+        progress=False,
+        **options,
+    )
 
 
 def _autocorrelated_draws(seed: int, shape=(4, 301, 3)) -> np.ndarray:
@@ -56,16 +63,7 @@ def test_diagnostics_match_arviz(seed):
 
 
 def test_summary_columns_and_to_arviz():
-    samples = sample_chains(
-        _standard_normal,
-        "mh",
-        num_chains=8,
-        num_samples=50,
-        warmup=50,
-        seed=0,
-        initial=torch.zeros(2, dtype=torch.float64),
-        progress=False,
-    )
+    samples = _sample_standard_normal("mh", num_chains=8, num_samples=50, warmup=50, seed=0)
     table = samples.summary()
     assert list(table.columns) == [
         "mean",
@@ -86,16 +84,8 @@ def test_summary_columns_and_to_arviz():
 
 def test_same_seed_same_draws_and_different_seed_differs():
     def run(method, seed, **options):
-        return sample_chains(
-            _standard_normal,
-            method,
-            num_chains=2,
-            num_samples=20,
-            warmup=20,
-            seed=seed,
-            initial=torch.zeros(2, dtype=torch.float64),
-            progress=False,
-            **options,
+        return _sample_standard_normal(
+            method, num_chains=2, num_samples=20, warmup=20, seed=seed, **options
         )["x"]
 
     for method, options in [("mh", {}), ("gibbs", {}), ("nuts", {}), ("svi", {"num_steps": 20})]:
@@ -109,16 +99,7 @@ def test_same_seed_same_draws_and_different_seed_differs():
 
 
 def test_save_load_round_trip(tmp_path):
-    samples = sample_chains(
-        _standard_normal,
-        "nuts",
-        num_chains=2,
-        num_samples=10,
-        warmup=10,
-        seed=0,
-        initial=torch.zeros(2, dtype=torch.float64),
-        progress=False,
-    )
+    samples = _sample_standard_normal("nuts", num_chains=2, num_samples=10, warmup=10, seed=0)
     path = tmp_path / "run.safetensors"
     samples.save(path)
     loaded = Samples.load(path)
@@ -186,35 +167,24 @@ def test_bad_arguments_name_the_argument(arguments, message):
         sample_chains(_standard_normal, initial=torch.zeros(1), progress=False, seed=0, **settings)
 
 
-def test_target_returning_nan_or_plus_inf_is_an_error():
-    with pytest.raises(DataError, match="NaN"):
+@pytest.mark.parametrize(
+    ("log_density", "size", "message"),
+    [
+        (lambda x: x.sum(-1) * math.nan, 1, "NaN"),
+        (lambda x: x.sum(-1) + math.inf, 1, r"\+inf"),
+        (lambda x: x, 3, "one value per point"),
+    ],
+    ids=["nan", "plus_inf", "not_one_value_per_point"],
+)
+def test_target_returning_nan_or_plus_inf_is_an_error(log_density, size, message):
+    with pytest.raises(DataError, match=message):
         sample_chains(
-            lambda x: x.sum(-1) * math.nan,
+            log_density,
             "mh",
             num_chains=2,
             num_samples=5,
             warmup=5,
-            initial=torch.zeros(1),
-            progress=False,
-        )
-    with pytest.raises(DataError, match=r"\+inf"):
-        sample_chains(
-            lambda x: x.sum(-1) + math.inf,
-            "mh",
-            num_chains=2,
-            num_samples=5,
-            warmup=5,
-            initial=torch.zeros(1),
-            progress=False,
-        )
-    with pytest.raises(DataError, match="one value per point"):
-        sample_chains(
-            lambda x: x,
-            "mh",
-            num_chains=2,
-            num_samples=5,
-            warmup=5,
-            initial=torch.zeros(3),
+            initial=torch.zeros(size),
             progress=False,
         )
 

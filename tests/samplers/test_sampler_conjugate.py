@@ -12,16 +12,6 @@ from scipy import stats
 
 from probgen.samplers.chains import sample_chains
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny-op MCMC loops are erratic with 2 threads on a shared machine; tests use one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 GENERATOR = np.random.default_rng(7)
 NORMAL_DATA = torch.as_tensor(GENERATOR.normal(1.5, 1.0, size=20))
 BINOMIAL_TRIALS, BINOMIAL_SUCCESSES = 60, 21
@@ -118,19 +108,25 @@ def _cases():
             yield pytest.param(model, method, marks=marks, id=f"{model}-{method}")
 
 
-@pytest.mark.parametrize(("model", "method"), list(_cases()))
-def test_conjugate_posterior(model, method):
+def _sample_conjugate(model, method, seed, **settings):
+    """Draws from the log density of `MODELS[model]`, with its exact posterior mean and sd."""
     log_density, support, shape, mean, sd = MODELS[model]()
-    settings = dict(SETTINGS[method])
     samples = sample_chains(
         log_density,
         method,
-        seed=3,
+        seed=seed,
         support=support,
         event_shape=shape,
         progress=False,
         **settings,
     )
+    return samples, shape, mean, sd
+
+
+@pytest.mark.parametrize(("model", "method"), list(_cases()))
+def test_conjugate_posterior(model, method):
+    settings = dict(SETTINGS[method])
+    samples, shape, mean, sd = _sample_conjugate(model, method, 3, **settings)
     assert samples["x"].shape == (settings["num_chains"], settings["num_samples"], *shape)
     _check(samples["x"], mean, sd, samples.summary(), method)
 
@@ -158,17 +154,13 @@ def test_pyro_model_normal_normal(method):
 
 
 def test_independence_proposals_after_warmup():
-    log_density, support, shape, mean, sd = gamma_poisson()
-    samples = sample_chains(
-        log_density,
+    samples, _, mean, sd = _sample_conjugate(
+        "gamma_poisson",
         "mh",
+        0,
         num_chains=64,
         num_samples=300,
         warmup=300,
-        seed=0,
-        support=support,
-        event_shape=shape,
-        progress=False,
         proposal="independence",
     )
     # A widened Gaussian fitted to the warmup accepts often.

@@ -18,14 +18,6 @@ CARDINALITIES = [2, 2, 2, 3]
 PAIR_WEIGHT = 0.8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _log_weight(x: torch.Tensor) -> torch.Tensor:
     """An Ising-like chain of three bits plus a categorical that depends on their sum."""
     bits = 2 * x[..., :3] - 1
@@ -74,41 +66,36 @@ def _mixed_model(y):
     pyro.sample("y", dist.Normal(mu + label.to(y.dtype), 1.0), obs=y)
 
 
-def test_gibbs_on_pyro_model_with_discrete_site():
+def _sample_mixed_model(method, **settings):
+    """`sample_chains` on `_mixed_model` conditioned on y = 2.5."""
     y = torch.tensor(2.5, dtype=torch.float64)
-    samples = sample_chains(
-        _mixed_model,
-        "gibbs",
-        num_chains=200,
-        num_samples=100,
-        warmup=100,
-        seed=1,
-        model_args=(y,),
-        progress=False,
-    )
-    # Exact: y | label ~ Normal(label, sqrt(2)) once mu is integrated out.
+    return sample_chains(_mixed_model, method, model_args=(y,), progress=False, **settings)
+
+
+def _exact_label_posterior():
+    """p(label | y = 2.5): y | label ~ Normal(label, sqrt(2)) once mu is integrated out."""
     prior = np.array([0.2, 0.3, 0.5])
     likelihood = np.exp(-((2.5 - np.arange(3)) ** 2) / 4)
-    exact = prior * likelihood / (prior * likelihood).sum()
+    return prior * likelihood / (prior * likelihood).sum()
+
+
+def _label_frequencies(samples):
     labels = samples["label"].reshape(-1).astype(int)
-    frequencies = np.bincount(labels, minlength=3) / labels.size
+    return np.bincount(labels, minlength=3) / labels.size
+
+
+def test_gibbs_on_pyro_model_with_discrete_site():
+    samples = _sample_mixed_model("gibbs", num_chains=200, num_samples=100, warmup=100, seed=1)
+    exact = _exact_label_posterior()
+    frequencies = _label_frequencies(samples)
     assert np.abs(frequencies - exact).max() < 0.04, (frequencies, exact)
     # mu | y has mean E[(y - label) / 2]
     assert abs(samples["mu"].mean() - float((exact * (2.5 - np.arange(3)) / 2).sum())) < 0.05
 
 
 def test_nuts_refuses_discrete_site_and_names_it():
-    y = torch.tensor(2.5, dtype=torch.float64)
     with pytest.raises(DataError, match="label"):
-        sample_chains(
-            _mixed_model,
-            "nuts",
-            num_chains=1,
-            num_samples=5,
-            warmup=5,
-            model_args=(y,),
-            progress=False,
-        )
+        _sample_mixed_model("nuts", num_chains=1, num_samples=5, warmup=5)
 
 
 class _NormalGamma(torch.nn.Module):
@@ -164,22 +151,10 @@ def test_model_gibbs_step_matches_normal_gamma_posterior():
 
 
 def test_gibbs_with_nuts_for_continuous_sites():
-    y = torch.tensor(2.5, dtype=torch.float64)
-    samples = sample_chains(
-        _mixed_model,
-        "gibbs",
-        num_chains=2,
-        num_samples=150,
-        warmup=100,
-        seed=2,
-        model_args=(y,),
-        progress=False,
-        continuous="nuts",
+    samples = _sample_mixed_model(
+        "gibbs", num_chains=2, num_samples=150, warmup=100, seed=2, continuous="nuts"
     )
-    prior = np.array([0.2, 0.3, 0.5])
-    likelihood = np.exp(-((2.5 - np.arange(3)) ** 2) / 4)
-    exact = prior * likelihood / (prior * likelihood).sum()
-    labels = samples["label"].reshape(-1).astype(int)
-    frequencies = np.bincount(labels, minlength=3) / labels.size
+    exact = _exact_label_posterior()
+    frequencies = _label_frequencies(samples)
     assert np.abs(frequencies - exact).max() < 0.12, (frequencies, exact)
     assert np.isfinite(samples.stats["step_size"]).all()
