@@ -15,14 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from probgen.errors import DataError
+from models._digits import binarised_digits
 from probgen.graphical.boltzmann import RBM
 
 FAMILY = "boltzmann"
-_BOUNDS = {"train": (0, 1400), "valid": (1400, 1600), "test": (1600, 1797)}
 
 SMOKE = {
     "build": {"n_hidden": 8, "n_epochs": 2},
@@ -49,14 +47,4 @@ def build(**overrides: Any) -> RBM:
 
 def data(split: str = "train", seed: int = 0, n: int | None = None) -> torch.Tensor:
     """Binarised digits (n, 64) as float32 in {0, 1}."""
-    from sklearn.datasets import load_digits
-
-    if split not in _BOUNDS:
-        raise DataError(f"split must be one of {', '.join(_BOUNDS)}; got {split!r}")
-    images = load_digits().data
-    order = np.random.default_rng(int(seed)).permutation(len(images))
-    start, stop = _BOUNDS[split]
-    chosen = images[order[start:stop]]
-    if n is not None:
-        chosen = chosen[: int(n)]
-    return torch.as_tensor(chosen >= 8, dtype=torch.float32)
+    return binarised_digits(split, seed, n)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
+from models._digits import binarised_digits
 from probgen.deep.vae import VAE
-from probgen.errors import DataError
 
 FAMILY = "vae"
-_BOUNDS = {"train": (0, 1400), "valid": (1400, 1600), "test": (1600, 1797)}
 
 SMOKE = {
     "build": {"hidden_dims": [32], "latent_dim": 2},
@@ -50,15 +48,5 @@ def data(
     split: str = "train", seed: int = 0, n: int | None = None, image: bool = False
 ) -> torch.Tensor:
     """Binarised digits (n, 64), or (n, 8, 8) with `image=True`, as float32 in {0, 1}."""
-    from sklearn.datasets import load_digits
-
-    if split not in _BOUNDS:
-        raise DataError(f"split must be one of {', '.join(_BOUNDS)}; got {split!r}")
-    images = load_digits().data
-    order = np.random.default_rng(int(seed)).permutation(len(images))
-    start, stop = _BOUNDS[split]
-    chosen = images[order[start:stop]]
-    if n is not None:
-        chosen = chosen[: int(n)]
-    binary = torch.as_tensor(chosen >= 8, dtype=torch.float32)
+    binary = binarised_digits(split, seed, n)
     return binary.reshape(-1, 8, 8) if image else binary

@@ -34,6 +34,12 @@ from probgen.data import check_choice, check_positive_int
 from probgen.density import LogProbKind, Model
 from probgen.errors import ConvergenceWarning, DataError
 from probgen.graphical import bif as bif_format
+from probgen.graphical._discrete_common import (
+    check_chain_state,
+    clamp_chains,
+    draw_states,
+    enumerate_assignments,
+)
 from probgen.inference import factors as ops
 
 __all__ = ["BayesianNetwork", "Table", "read_bif"]
@@ -721,7 +727,10 @@ class BayesianNetwork(Model):
         if method == "likelihood_weighting":
             samples, log_weights = self._forward_sample(n, generator, codes[0])
         else:
-            samples = self._gibbs_samples(n, codes[0], generator, num_chains, burn_in, thin)
+            num_chains = check_positive_int(num_chains, "num_chains")
+            per_chain = math.ceil(n / num_chains)
+            draws = self._gibbs_draws(per_chain, codes[0], generator, num_chains, burn_in, thin)
+            samples = draws.transpose(0, 1).reshape(-1, len(self.variables))[:n]
             log_weights = torch.zeros(n, dtype=torch.float64, device=samples.device)
         return (self.decode(samples) if as_frame else samples), log_weights
 
@@ -798,15 +807,7 @@ class BayesianNetwork(Model):
         Raises:
             DataError: the joint space has more than `max_size` states.
         """
-        size = math.prod(self.cardinalities)
-        if size > max_size:
-            raise DataError(
-                f"the joint space has {size} states, more than max_size={max_size}; "
-                "enumerate_support is for small networks"
-            )
-        grids = [torch.arange(c) for c in self.cardinalities]
-        support = torch.cartesian_prod(*grids) if len(grids) > 1 else grids[0][:, None]
-        return support.reshape(-1, len(self.variables)).to(self.device)
+        return enumerate_assignments(self.cardinalities, max_size, self.device)
 
     # ---- exact inference ---------------------------------------------------------------------
     def _relevant(self, names: Iterable[str]) -> list[int]:
@@ -1090,37 +1091,17 @@ class BayesianNetwork(Model):
             The new state, a long tensor (num_chains, n_variables).
         """
         self.check_fitted("gibbs_step")
-        if (
-            not isinstance(state, Tensor)
-            or state.dim() != 2
-            or state.shape[1] != len(self.variables)
-        ):
-            raise DataError(
-                f"state must be a long tensor (num_chains, {len(self.variables)}), got "
-                f"{getattr(state, 'shape', type(state).__name__)}"
-            )
+        check_chain_state(state, len(self.variables))
         generator = generator if generator is not None else self.make_generator(None)
         codes, _ = self._encode_evidence(evidence)
-        clamp = codes[0]
-        state = state.to(self.device, torch.long).clone()
-        observed = clamp >= 0
-        state[:, observed] = clamp[observed]
+        state, observed = clamp_chains(state, codes[0], self.device)
         log_table = self._flat_tables()["log_probabilities"]
         for v, factor_strides, own_stride, offsets, states in self._gibbs_plan():
             if bool(observed[v]):
                 continue
             base = state @ factor_strides.T + offsets - state[:, v : v + 1] * own_stride
             index = base[:, :, None] + states[None, None, :] * own_stride[None, :, None]
-            logits = log_table[index].sum(dim=1)
-            stuck = torch.isinf(logits).all(dim=1, keepdim=True)
-            logits = torch.where(stuck, torch.zeros_like(logits), logits)
-            probabilities = torch.softmax(logits, dim=1)
-            cumulative = probabilities.cumsum(dim=1)
-            uniform = torch.rand(
-                state.shape[0], 1, generator=generator, device=state.device, dtype=cumulative.dtype
-            )
-            drawn = (uniform >= cumulative).sum(dim=1).clamp_max(len(states) - 1)
-            state[:, v] = drawn
+            state[:, v] = draw_states(log_table[index].sum(dim=1), generator)
         return state
 
     def _gibbs_draws(
@@ -1147,20 +1128,6 @@ class BayesianNetwork(Model):
                 state = self.gibbs_step(state, generator=generator, evidence=evidence or None)
             draws.append(state)
         return torch.stack(draws, dim=1)
-
-    def _gibbs_samples(
-        self,
-        n: int,
-        clamp: Tensor,
-        generator: torch.Generator,
-        num_chains: int,
-        burn_in: int,
-        thin: int,
-    ) -> Tensor:
-        num_chains = check_positive_int(num_chains, "num_chains")
-        per_chain = math.ceil(n / num_chains)
-        draws = self._gibbs_draws(per_chain, clamp, generator, num_chains, burn_in, thin)
-        return draws.transpose(0, 1).reshape(-1, len(self.variables))[:n]
 
     # ---- learning ----------------------------------------------------------------------------
     def fit(

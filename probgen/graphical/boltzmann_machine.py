@@ -25,25 +25,21 @@ import torch
 from torch import nn
 
 from probgen.data import as_tensor, check_choice, check_positive_int
-from probgen.density import LogProbKind, Model
 from probgen.errors import DataError, FitError
 from probgen.graphical._boltzmann_common import (
     ENUMERATION_CHUNK_ELEMENTS,
     MAX_ENUMERATED_UNITS,
+    EnergyModel,
     LogPartition,
-    adopt_saved_dtype,
     binary_codes,
     check_binary,
+    check_fraction,
+    check_positive_float,
+    divergence,
     enumerate_logsumexp,
 )
 from probgen.graphical.rbm_functions import bernoulli
-from probgen.inference.ais import (
-    SCHEDULES,
-    annealed_importance_sampling,
-    check_betas,
-    log_mean_exp_with_stderr,
-    temperature_schedule,
-)
+from probgen.inference.ais import annealed_importance_sampling, log_mean_exp_with_stderr
 
 FIT_METHODS = ("auto", "exact", "pcd")
 
@@ -129,7 +125,7 @@ def bm_exact_moments(
 # ---- the model ---------------------------------------------------------------------------
 
 
-class BoltzmannMachine(Model):
+class BoltzmannMachine(EnergyModel):
     """A fully connected Boltzmann machine on binary {0,1} units.
 
     Args:
@@ -183,33 +179,25 @@ class BoltzmannMachine(Model):
         progress: bool = False,
         seed: int | None = None,
     ) -> None:
-        from probgen.graphical.rbm import _check_fraction, _check_positive_float
-
         super().__init__()
         self.n_units = check_positive_int(n_units, "n_units")
-        self.learning_rate = _check_positive_float(learning_rate, "learning_rate")
+        self.learning_rate = check_positive_float(learning_rate, "learning_rate")
         self.n_epochs = check_positive_int(n_epochs, "n_epochs")
         self.method = check_choice(method, "method", FIT_METHODS)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.gibbs_sweeps = check_positive_int(gibbs_sweeps, "gibbs_sweeps")
-        self.momentum = _check_fraction(momentum, "momentum")
-        self.weight_decay = _check_positive_float(weight_decay, "weight_decay", allow_zero=True)
-        self.exact_max_units = check_positive_int(exact_max_units, "exact_max_units", minimum=0)
-        self.ais_runs = check_positive_int(ais_runs, "ais_runs", minimum=2)
-        self.ais_betas = check_positive_int(ais_betas, "ais_betas", minimum=2)
-        self.ais_schedule = check_choice(ais_schedule, "ais_schedule", SCHEDULES)
-        self.ais_seed = int(ais_seed)
-        self.max_abs_weight = _check_positive_float(max_abs_weight, "max_abs_weight")
+        self.momentum = check_fraction(momentum, "momentum")
+        self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+        self._store_partition_settings(
+            exact_max_units, ais_runs, ais_betas, ais_schedule, ais_seed, max_abs_weight
+        )
         self.progress = bool(progress)
         self.seed = seed
         self.event_shape = torch.Size([self.n_units])
         self.couplings = nn.Parameter(torch.zeros(self.n_units, self.n_units), requires_grad=False)
         self.biases = nn.Parameter(torch.zeros(self.n_units), requires_grad=False)
         self.register_buffer("base_logits", torch.zeros(self.n_units))
-        self.log_prob_kind = (
-            LogProbKind.EXACT if self.n_units <= self.exact_max_units else LogProbKind.ESTIMATE
-        )
-        self._log_partition_cache: dict[Any, LogPartition] = {}
+        self._init_log_partition()
 
     def get_config(self) -> dict[str, Any]:
         names = (
@@ -219,11 +207,6 @@ class BoltzmannMachine(Model):
         return {name: getattr(self, name) for name in names}
 
     # ---- parameters and input ----------------------------------------------------------------
-    def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Load saved tensors, keeping their floating dtype (float64 models stay float64)."""
-        adopt_saved_dtype(self, tensors)
-        super().set_tensors(tensors)
-
     def set_parameters(self, *, couplings: Any = None, biases: Any = None) -> BoltzmannMachine:
         """Set W (symmetrised, zero diagonal) and/or b by hand and mark the model fitted.
 
@@ -245,14 +228,13 @@ class BoltzmannMachine(Model):
                     raise DataError(f"biases must have shape ({self.n_units},)")
                 self.biases.copy_(vector.to(device=self.device, dtype=self.dtype))
             self.base_logits.copy_(self.biases)
-        self._log_partition_cache = {}
-        if not hasattr(self, "history_"):
-            self.history_ = {}
-            self.n_iter_ = 0
-        self._mark_fitted()
+        self._mark_set_by_hand()
         return self
 
-    def _check_units(self, x: Any, name: str = "x") -> tuple[torch.Tensor, torch.Size]:
+    def _enumerated_units(self) -> int:
+        return self.n_units
+
+    def _check_visible(self, x: Any, name: str = "x") -> tuple[torch.Tensor, torch.Size]:
         tensor = as_tensor(x, name)
         if tensor.dim() < 1 or tensor.shape[-1] != self.n_units:
             columns = tensor.shape[-1] if tensor.dim() else 0
@@ -268,14 +250,8 @@ class BoltzmannMachine(Model):
     def unnormalized_log_prob(self, x: Any) -> torch.Tensor:
         """``-E(x)``: log p(x) up to log Z; shape (*batch)."""
         self.check_fitted("unnormalized_log_prob")
-        flat, batch_shape = self._check_units(x)
+        flat, batch_shape = self._check_visible(x)
         return bm_unnormalized_log_prob(self.couplings, self.biases, flat).reshape(batch_shape)
-
-    def _fingerprint(self) -> tuple:
-        return tuple(
-            (t.data_ptr(), t._version, t.dtype, str(t.device))
-            for t in (*self.parameters(), *self.buffers())
-        )
 
     def log_partition(
         self,
@@ -300,16 +276,7 @@ class BoltzmannMachine(Model):
                 value = float(bm_exact_log_partition(couplings, biases))
                 self._log_partition_cache = {key: LogPartition(value, 0.0, "exact")}
             return self._log_partition_cache[key]
-        n_runs = check_positive_int(
-            self.ais_runs if n_runs is None else n_runs, "n_runs", minimum=2
-        )
-        if betas is not None:
-            betas = check_betas(betas)
-        else:
-            betas = temperature_schedule(
-                self.ais_betas if n_betas is None else n_betas, schedule or self.ais_schedule
-            )
-        seed = self.ais_seed if seed is None else seed
+        n_runs, betas, seed = self._ais_arguments(n_runs, n_betas, schedule, betas, seed)
         key = ("ais", n_runs, tuple(betas.tolist()), seed, self._fingerprint())
         if key in self._log_partition_cache:
             return self._log_partition_cache[key]
@@ -331,16 +298,10 @@ class BoltzmannMachine(Model):
         self._log_partition_cache = {key: result}
         return result
 
-    def log_prob(self, x: Any) -> torch.Tensor:
-        """log p(x): exact up to `exact_max_units` units, else with an AIS estimate of log Z."""
-        self.check_fitted("log_prob")
-        flat, batch_shape = self._check_units(x)
-        method = "exact" if self.log_prob_kind == LogProbKind.EXACT else "ais"
-        log_z = self.log_partition(method).estimate
-        values = bm_unnormalized_log_prob(
+    def _unnormalized_log_prob64(self, flat: torch.Tensor) -> torch.Tensor:
+        return bm_unnormalized_log_prob(
             self.couplings.double(), self.biases.double(), flat.double()
         )
-        return (values - log_z).to(self.dtype).reshape(batch_shape)
 
     @property
     def enumerate_support(self):
@@ -408,41 +369,24 @@ class BoltzmannMachine(Model):
         )
         return flat.reshape(x.shape)
 
-    def sample(
-        self,
-        n: int,
-        *,
-        seed: int | torch.Generator | None = None,
-        gibbs_steps: int | None = None,
-        method: str = "auto",
-    ) -> torch.Tensor:
-        """Draw n states: exact (enumeration, <= 22 units) or by Gibbs sweeps (default 1000)."""
-        self.check_fitted("sample")
-        n = check_positive_int(n, "n")
-        method = check_choice(method, "method", ("auto", "exact", "gibbs"))
-        if method == "auto":
-            small = self.n_units <= min(self.exact_max_units, 22)
-            method = "exact" if small and gibbs_steps is None else "gibbs"
-        generator = self.make_generator(seed)
-        with torch.no_grad():
-            if method == "exact":
-                if self.n_units > MAX_ENUMERATED_UNITS - 3:
-                    raise DataError("exact sampling needs at most 22 units; use method='gibbs'")
-                states = binary_codes(
-                    0, 1 << self.n_units, self.n_units, dtype=torch.float64, device=self.device
-                )
-                scores = bm_unnormalized_log_prob(
-                    self.couplings.double(), self.biases.double(), states
-                )
-                index = torch.multinomial(
-                    torch.softmax(scores, 0), n, replacement=True, generator=generator
-                )
-                return states[index].to(self.dtype)
-            steps = check_positive_int(1000 if gibbs_steps is None else gibbs_steps, "gibbs_steps")
-            x = self.initial_state(n, generator=generator)
-            for _ in range(steps):
-                x = bm_gibbs_sweep(self.couplings, self.biases, x, generator)
-            return x
+    # `sample` is EnergyModel's: exact (enumeration, <= 22 units) or Gibbs sweeps (default 1000).
+    def _sample_exact(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        if self.n_units > MAX_ENUMERATED_UNITS - 3:
+            raise DataError("exact sampling needs at most 22 units; use method='gibbs'")
+        states = binary_codes(
+            0, 1 << self.n_units, self.n_units, dtype=torch.float64, device=self.device
+        )
+        scores = bm_unnormalized_log_prob(self.couplings.double(), self.biases.double(), states)
+        index = torch.multinomial(
+            torch.softmax(scores, 0), n, replacement=True, generator=generator
+        )
+        return states[index].to(self.dtype)
+
+    def _sample_gibbs(self, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+        x = self.initial_state(n, generator=generator)
+        for _ in range(steps):
+            x = bm_gibbs_sweep(self.couplings, self.biases, x, generator)
+        return x
 
     # ---- training -----------------------------------------------------------------------------
     def fit(
@@ -461,15 +405,13 @@ class BoltzmannMachine(Model):
         """
         from tqdm.auto import tqdm
 
-        x, _ = self._check_units(data, "data")
-        epochs = self.n_epochs if n_epochs is None else check_positive_int(n_epochs, "n_epochs")
-        generator = self.make_generator(self.seed if seed is None else seed)
+        x, _ = self._check_visible(data, "data")
+        epochs, generator, show = self._fit_arguments(n_epochs, seed, progress)
         method = self.method
         if method == "auto":
             method = "exact" if self.n_units <= self.exact_max_units else "pcd"
         if method == "exact" and self.n_units > MAX_ENUMERATED_UNITS:
             raise DataError(f"method='exact' needs at most {MAX_ENUMERATED_UNITS} units")
-        show = self.progress if progress is None else bool(progress)
         n_rows = x.shape[0]
         frequencies = (x.sum(0) + 1.0) / (n_rows + 2.0)
         logits = torch.log(frequencies) - torch.log1p(-frequencies)
@@ -555,10 +497,5 @@ class BoltzmannMachine(Model):
         self.biases.add_(velocity_b)
 
     def _diverged(self) -> str | None:
-        for name, tensor in (("couplings", self.couplings), ("biases", self.biases)):
-            if not torch.isfinite(tensor).all():
-                return f"{name} became NaN or infinite"
-            largest = float(tensor.abs().max())
-            if largest > self.max_abs_weight:
-                return f"{name} reached magnitude {largest:.3g} > max_abs_weight"
-        return None
+        named = (("couplings", self.couplings), ("biases", self.biases))
+        return divergence(named, self.max_abs_weight, "max_abs_weight")

@@ -30,7 +30,7 @@ from torch import nn
 from probgen.data import check_choice, check_positive_int
 from probgen.density import LogProbKind, Model
 from probgen.errors import DataError
-from probgen.graphical._boltzmann_common import adopt_saved_dtype
+from probgen.graphical._boltzmann_common import KeepsSavedDtype
 from probgen.graphical.rbm import RBM, VISIBLE_TYPES
 from probgen.graphical.rbm_functions import (
     RBMParams,
@@ -69,7 +69,7 @@ def bernoulli_log_prob(probabilities: torch.Tensor, values: torch.Tensor) -> tor
     ).sum(-1)
 
 
-class DBN(Model):
+class DBN(KeepsSavedDtype, Model):
     """A deep belief network: RBMs stacked and pretrained greedily.
 
     Args:
@@ -154,11 +154,6 @@ class DBN(Model):
             "seed": self.seed,
             **self.rbm_options,
         }
-
-    def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Load saved tensors, keeping their floating dtype (float64 models stay float64)."""
-        adopt_saved_dtype(self, tensors)
-        super().set_tensors(tensors)
 
     def get_fitted_state(self) -> dict[str, Any]:
         state = super().get_fitted_state()

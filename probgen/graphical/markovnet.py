@@ -29,6 +29,12 @@ from torch import Tensor, nn
 from probgen.data import check_choice, check_positive_int
 from probgen.density import LogProbKind, Model
 from probgen.errors import ConvergenceWarning, DataError, FitError
+from probgen.graphical._discrete_common import (
+    check_chain_state,
+    clamp_chains,
+    draw_states,
+    enumerate_assignments,
+)
 from probgen.inference import factors as ops
 
 __all__ = ["MarkovNetwork"]
@@ -288,15 +294,7 @@ class MarkovNetwork(Model):
         Raises:
             DataError: more than `max_size` joint states.
         """
-        size = math.prod(self.cardinalities)
-        if size > max_size:
-            raise DataError(
-                f"the joint space has {size} states, more than max_size={max_size}; "
-                "enumerate_support is for small networks"
-            )
-        grids = [torch.arange(c) for c in self.cardinalities]
-        support = torch.cartesian_prod(*grids) if len(grids) > 1 else grids[0][:, None]
-        return support.reshape(-1, len(self.variables)).to(self.device)
+        return enumerate_assignments(self.cardinalities, max_size, self.device)
 
     # ---- sampling ----------------------------------------------------------------------------
     def sample(
@@ -386,38 +384,17 @@ class MarkovNetwork(Model):
         Returns:
             The new state (num_chains, n_variables).
         """
-        if (
-            not isinstance(state, Tensor)
-            or state.dim() != 2
-            or state.shape[1] != len(self.variables)
-        ):
-            raise DataError(
-                f"state must be a long tensor (num_chains, {len(self.variables)}), got "
-                f"{getattr(state, 'shape', type(state).__name__)}"
-            )
+        check_chain_state(state, len(self.variables))
         generator = generator if generator is not None else self.make_generator(None)
         codes, _ = self._evidence_codes(evidence)
-        observed = codes[0] >= 0
-        state = state.to(self.device, torch.long).clone()
-        state[:, observed] = codes[0][observed]
+        state, observed = clamp_chains(state, codes[0], self.device)
         with torch.no_grad():
             flat = torch.cat([p.reshape(-1) for p in self.log_potentials])
             for variable in range(len(self.variables)):
                 if bool(observed[variable]):
                     continue
                 logits = self._conditional_logits(state, variable, flat)
-                stuck = torch.isinf(logits).all(dim=1, keepdim=True)
-                logits = torch.where(stuck, torch.zeros_like(logits), logits)
-                cumulative = torch.softmax(logits, dim=1).cumsum(dim=1)
-                uniform = torch.rand(
-                    state.shape[0],
-                    1,
-                    generator=generator,
-                    device=state.device,
-                    dtype=cumulative.dtype,
-                )
-                drawn = (uniform >= cumulative).sum(dim=1)
-                state[:, variable] = drawn.clamp_max(self.cardinalities[variable] - 1)
+                state[:, variable] = draw_states(logits, generator)
         return state
 
     # ---- inference ---------------------------------------------------------------------------

@@ -26,15 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from probgen.data import as_tensor, check_choice, check_positive_int
-from probgen.density import LogProbKind, Model
 from probgen.errors import DataError, FitError
 from probgen.graphical._boltzmann_common import (
     ENUMERATION_CHUNK_ELEMENTS,
     MAX_ENUMERATED_UNITS,
+    EnergyModel,
     LogPartition,
-    adopt_saved_dtype,
     binary_codes,
     check_binary,
+    check_fraction,
+    check_positive_float,
+    divergence,
 )
 from probgen.graphical.rbm_functions import (
     BaseRates,
@@ -54,7 +56,6 @@ from probgen.graphical.rbm_functions import (
     visible_preactivation,
 )
 from probgen.graphical.rbm_training import LOG_VARIANCE_BOUNDS, TrainingState
-from probgen.inference.ais import SCHEDULES, check_betas, temperature_schedule
 
 VISIBLE_TYPES = ("bernoulli", "gaussian", "categorical")
 TRAINING_METHODS = ("cd", "pcd")
@@ -68,7 +69,7 @@ _MONITOR_ENUMERATION_BUDGET = 1 << 24
 # ---- the model ---------------------------------------------------------------------------
 
 
-class RBM(Model):
+class RBM(EnergyModel):
     """A restricted Boltzmann machine with binary hidden units.
 
     Args:
@@ -170,25 +171,25 @@ class RBM(Model):
                     f"n_categories only applies to visible='categorical', got {n_categories!r}"
                 )
             self.n_categories = 1
-        self.learning_rate = _check_positive_float(learning_rate, "learning_rate")
+        self.learning_rate = check_positive_float(learning_rate, "learning_rate")
         self.n_epochs = check_positive_int(n_epochs, "n_epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.method = check_choice(method, "method", TRAINING_METHODS)
         self.cd_steps = check_positive_int(cd_steps, "cd_steps")
-        self.momentum = _check_fraction(momentum, "momentum")
-        self.weight_decay = _check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+        self.momentum = check_fraction(momentum, "momentum")
+        self.weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
         self.learning_rate_schedule = check_choice(
             learning_rate_schedule, "learning_rate_schedule", LEARNING_RATE_SCHEDULES
         )
-        self.learning_rate_decay = _check_positive_float(learning_rate_decay, "learning_rate_decay")
+        self.learning_rate_decay = check_positive_float(learning_rate_decay, "learning_rate_decay")
         self.n_temperatures = check_positive_int(n_temperatures, "n_temperatures")
         if self.n_temperatures > 1 and self.method != "pcd":
             raise DataError("n_temperatures > 1 (parallel tempering) needs method='pcd'")
         self.learn_variance = bool(learn_variance)
-        self.variance_learning_rate_scale = _check_positive_float(
+        self.variance_learning_rate_scale = check_positive_float(
             variance_learning_rate_scale, "variance_learning_rate_scale", allow_zero=True
         )
-        self.init_std = _check_positive_float(init_std, "init_std")
+        self.init_std = check_positive_float(init_std, "init_std")
         self.monitor = monitor if isinstance(monitor, str) else list(monitor)
         if isinstance(self.monitor, str):
             check_choice(self.monitor, "monitor", ("auto",))
@@ -197,12 +198,9 @@ class RBM(Model):
                 check_choice(name, "monitor", MONITORED_FIGURES)
         self.monitor_size = check_positive_int(monitor_size, "monitor_size")
         self.progress = bool(progress)
-        self.exact_max_units = check_positive_int(exact_max_units, "exact_max_units", minimum=0)
-        self.ais_runs = check_positive_int(ais_runs, "ais_runs", minimum=2)
-        self.ais_betas = check_positive_int(ais_betas, "ais_betas", minimum=2)
-        self.ais_schedule = check_choice(ais_schedule, "ais_schedule", SCHEDULES)
-        self.ais_seed = int(ais_seed)
-        self.max_abs_weight = _check_positive_float(max_abs_weight, "max_abs_weight")
+        self._store_partition_settings(
+            exact_max_units, ais_runs, ais_betas, ais_schedule, ais_seed, max_abs_weight
+        )
         self.warm_start = bool(warm_start)
         self.seed = seed
 
@@ -222,12 +220,7 @@ class RBM(Model):
             self.log_variance = None
             self.base_log_variance = None
         self.register_buffer("base_visible_bias", torch.zeros(width))
-        self.log_prob_kind = (
-            LogProbKind.EXACT
-            if self._enumerated_units() <= self.exact_max_units
-            else LogProbKind.ESTIMATE
-        )
-        self._log_partition_cache: dict[Any, LogPartition] = {}
+        self._init_log_partition()
 
     # ---- configuration ---------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -275,11 +268,6 @@ class RBM(Model):
         )
         return params.to(dtype) if dtype is not None else params
 
-    def set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Load saved tensors, keeping their floating dtype (float64 models stay float64)."""
-        adopt_saved_dtype(self, tensors)
-        super().set_tensors(tensors)
-
     def set_parameters(
         self,
         *,
@@ -314,11 +302,7 @@ class RBM(Model):
             self.base_visible_bias.copy_(self.visible_bias)
             if self.visible == "gaussian":
                 self.base_log_variance.copy_(self.log_variance)
-        self._log_partition_cache = {}
-        if not hasattr(self, "history_"):
-            self.history_ = {}
-            self.n_iter_ = 0
-        self._mark_fitted()
+        self._mark_set_by_hand()
         return self
 
     def base_rates(self, dtype: torch.dtype | None = None) -> BaseRates:
@@ -515,12 +499,6 @@ class RBM(Model):
         return self._to_event(flat, batch_shape)
 
     # ---- partition function and densities ---------------------------------------------------
-    def _fingerprint(self) -> tuple:
-        return tuple(
-            (t.data_ptr(), t._version, t.dtype, str(t.device))
-            for t in (*self.parameters(), *self.buffers())
-        )
-
     def log_partition(
         self,
         method: str = "auto",
@@ -555,16 +533,7 @@ class RBM(Model):
         if method == "exact":
             key: tuple = ("exact", dtype, self._fingerprint())
         else:
-            n_runs = check_positive_int(
-                self.ais_runs if n_runs is None else n_runs, "n_runs", minimum=2
-            )
-            if betas is not None:
-                betas = check_betas(betas)
-            else:
-                betas = temperature_schedule(
-                    self.ais_betas if n_betas is None else n_betas, schedule or self.ais_schedule
-                )
-            seed = self.ais_seed if seed is None else seed
+            n_runs, betas, seed = self._ais_arguments(n_runs, n_betas, schedule, betas, seed)
             if isinstance(seed, torch.Generator):
                 key = ()
             else:
@@ -588,15 +557,8 @@ class RBM(Model):
             self._log_partition_cache = {key: result}
         return result
 
-    def log_prob(self, x: Any) -> torch.Tensor:
-        """log p(x): exact when `log_prob_kind` is EXACT, else with an AIS estimate of log Z."""
-        self.check_fitted("log_prob")
-        flat, batch_shape = self._check_visible(x)
-        method = "exact" if self.log_prob_kind == LogProbKind.EXACT else "ais"
-        log_z = self.log_partition(method).estimate
-        with torch.no_grad():
-            values = -free_energy(self.params(torch.float64), flat.double()) - log_z
-        return values.to(self.dtype).reshape(batch_shape)
+    def _unnormalized_log_prob64(self, flat: torch.Tensor) -> torch.Tensor:
+        return -free_energy(self.params(torch.float64), flat.double())
 
     def pseudo_log_likelihood(self, x: Any) -> torch.Tensor:
         """Exact pseudo-log-likelihood ``sum_i log p(x_i | x_-i)`` per row (discrete units)."""
@@ -629,45 +591,13 @@ class RBM(Model):
         )
         return F.one_hot(digits, self.n_categories).to(self.dtype)
 
-    # ---- sampling -----------------------------------------------------------------------------
-    def sample(
-        self,
-        n: int,
-        *,
-        seed: int | torch.Generator | None = None,
-        gibbs_steps: int | None = None,
-        method: str = "auto",
-    ) -> torch.Tensor:
-        """Draw n visible vectors; shape (n, *event_shape).
-
-        Args:
-            n: number of draws.
-            seed: seed or generator.
-            gibbs_steps: block-Gibbs sweeps per chain (each draw is its own chain started from
-                the base-rate model); default 1000.
-            method: ``"exact"`` (enumerate the smaller layer: exact independent draws),
-                ``"gibbs"``, or ``"auto"`` (exact when the model is small enough and
-                `gibbs_steps` is not given, else Gibbs).
-        """
-        self.check_fitted("sample")
-        n = check_positive_int(n, "n")
-        method = check_choice(method, "method", ("auto", "exact", "gibbs"))
-        if method == "auto":
-            exact_ok = self._enumerated_units() <= min(self.exact_max_units, 22)
-            method = "exact" if exact_ok and gibbs_steps is None else "gibbs"
-        generator = self.make_generator(seed)
+    # ---- sampling (`sample` itself is EnergyModel's) ------------------------------------------
+    def _sample_gibbs(self, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
         params = self.params()
-        with torch.no_grad():
-            if method == "exact":
-                flat = self._sample_exact(n, generator)
-            else:
-                steps = check_positive_int(
-                    1000 if gibbs_steps is None else gibbs_steps, "gibbs_steps"
-                )
-                base = self.base_rates()
-                flat = sample_base(params, base, n, generator)
-                for _ in range(steps):
-                    flat = tempered_gibbs_step(params, base, flat, 1.0, generator)
+        base = self.base_rates()
+        flat = sample_base(params, base, n, generator)
+        for _ in range(steps):
+            flat = tempered_gibbs_step(params, base, flat, 1.0, generator)
         return self._to_event(flat, torch.Size([n]))
 
     def _sample_exact(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -696,9 +626,10 @@ class RBM(Model):
         shifts = torch.arange(units, device=self.device)
         states = ((index[:, None] >> shifts[None, :]) & 1).to(self.dtype)
         if layer == "visible":
-            return states
+            return self._to_event(states, torch.Size([n]))
         params = self.params()
-        return sample_visible(params, visible_preactivation(params, states), generator)
+        flat = sample_visible(params, visible_preactivation(params, states), generator)
+        return self._to_event(flat, torch.Size([n]))
 
     # ---- training -----------------------------------------------------------------------------
     def fit(
@@ -727,9 +658,7 @@ class RBM(Model):
         validation = None
         if validation_data is not None:
             validation, _ = self._check_visible(validation_data, "validation_data")
-        epochs = self.n_epochs if n_epochs is None else check_positive_int(n_epochs, "n_epochs")
-        generator = self.make_generator(self.seed if seed is None else seed)
-        show = self.progress if progress is None else bool(progress)
+        epochs, generator, show = self._fit_arguments(n_epochs, seed, progress)
         with torch.no_grad():
             self._fit_tensor(
                 x, validation=validation, n_epochs=epochs, generator=generator, progress=show
@@ -809,18 +738,12 @@ class RBM(Model):
         return tensors
 
     def _diverged(self) -> str | None:
-        for name, tensor in zip(
-            ("weights", "visible_bias", "hidden_bias", "log_variance"), self._parameter_list()
-        ):
-            if not torch.isfinite(tensor).all():
-                return f"{name} became NaN or infinite"
-            largest = float(tensor.abs().max())
-            if largest > self.max_abs_weight:
-                return (
-                    f"{name} reached magnitude {largest:.3g} > "
-                    f"max_abs_weight={self.max_abs_weight:g}"
-                )
-        return None
+        names = ("weights", "visible_bias", "hidden_bias", "log_variance")
+        return divergence(
+            zip(names, self._parameter_list()),
+            self.max_abs_weight,
+            f"max_abs_weight={self.max_abs_weight:g}",
+        )
 
     def _fit_tensor(
         self,
@@ -889,23 +812,6 @@ class RBM(Model):
                 )
         self._log_partition_cache = {}
         self._mark_fitted()
-
-
-def _check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise DataError(f"{name} must be a finite number {bound}, got {value!r}")
-    return value
-
-
-def _check_fraction(value: Any, name: str) -> float:
-    value = _check_positive_float(value, name, allow_zero=True)
-    if value >= 1:
-        raise DataError(f"{name} must lie in [0, 1), got {value!r}")
-    return value
 
 
 __all__ = ["RBM", "RBMParams", "BaseRates", "LogPartition"]

@@ -11,18 +11,8 @@ import pytest
 import torch
 from scipy import stats
 
-import probgen
 from probgen.errors import DataError, NotFittedError
 from probgen.graphical.bayesnet import BayesianNetwork, read_bif
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The shared test machine is oversubscribed; tiny kernels thrash with several threads.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def random_network(seed: int = 0) -> BayesianNetwork:
@@ -294,13 +284,9 @@ def test_em_with_a_latent_variable_increases_likelihood():
 
 
 # ---- contract pieces and errors ---------------------------------------------------------------
-def test_save_load_round_trip(tmp_path):
+def test_save_load_round_trip(assert_save_load_round_trip):
     network = random_network(11)
-    network.save(tmp_path / "bn.probgen")
-    loaded = probgen.load(tmp_path / "bn.probgen")
-    support = network.enumerate_support()
-    assert torch.equal(network.log_prob(support), loaded.log_prob(support))
-    assert torch.equal(network.sample(50, seed=3), loaded.sample(50, seed=3))
+    assert_save_load_round_trip(network, network.enumerate_support(), n_samples=50, seed=3)
 
 
 def test_enumerate_support_refuses_large_networks():

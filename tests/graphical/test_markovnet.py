@@ -14,15 +14,6 @@ from probgen.graphical.bayesnet import BayesianNetwork
 from probgen.graphical.markovnet import MarkovNetwork
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The shared test machine is oversubscribed; tiny kernels thrash with several threads.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def ising(rows: int = 3, cols: int = 3, coupling: float = 0.5, field: float = 0.2, **options):
     pair = torch.tensor([[coupling, -coupling], [-coupling, coupling]], dtype=torch.float64).exp()
     unary = torch.tensor([-field, field], dtype=torch.float64).exp()
@@ -145,15 +136,9 @@ def test_missing_values_are_summed_out():
     assert torch.allclose(model.log_prob(row).exp(), expected.reshape(1))
 
 
-def test_save_load_round_trip(tmp_path):
-    import probgen
-
+def test_save_load_round_trip(assert_save_load_round_trip):
     model = ising(rows=2, cols=2)
-    model.save(tmp_path / "mn.probgen")
-    loaded = probgen.load(tmp_path / "mn.probgen")
-    support = model.enumerate_support()
-    assert torch.equal(model.log_prob(support), loaded.log_prob(support))
-    assert torch.equal(model.sample(20, seed=4), loaded.sample(20, seed=4))
+    assert_save_load_round_trip(model, model.enumerate_support(), n_samples=20, seed=4)
 
 
 def test_bad_factors_are_clear_errors():

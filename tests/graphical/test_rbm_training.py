@@ -12,15 +12,6 @@ from probgen.errors import DataError, FitError
 from probgen.graphical.boltzmann import DBN, RBM
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrix products crawl with 2 threads on a shared, oversubscribed machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _nltcs(split, rows=None):
     from models._shared_data import debd
 

@@ -6,19 +6,10 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from probgen.errors import DataError
 from probgen.graphical.bayesnet import BayesianNetwork
 from probgen.graphical.structure import LocalScore, learn_structure, structural_hamming_distance
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
