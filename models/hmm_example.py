@@ -3,7 +3,8 @@
 theta[i] (transition rows) ~ uniform on the simplex, mu positive and ordered with
 mu[1] ~ Normal(3, 1), mu[2] ~ Normal(10, 1), y[t] ~ Normal(mu[z_t], 1), N = 100; the hidden
 states are summed out with probgen's differentiable forward algorithm
-(`probgen.inference.hmm.hmm_log_likelihood`, batched over chains). Posterior
+(`probgen.inference.hmm.hmm_log_likelihood`, batched over chains), which equals the log_prob
+of probgen's `HMM` and of its `as_pyro()` at the same parameters. Posterior
 ``hmm_example-hmm_example`` of posteriordb (Stan's example models).
 
 `build()` returns the posterior as a `PyroDensity` (kind ``unnormalized``) over 4 unconstrained

@@ -71,3 +71,30 @@ def test_recipe_reference_points_have_finite_density(name):
     points = module.data("test")[:50]
     assert torch.isfinite(posterior.log_prob(points)).all()
     assert posterior.event_shape == (points.shape[1],)
+
+
+def test_hmm_example_likelihood_is_the_foundation_hmm():
+    """The recipe's summed-out likelihood equals probgen's HMM (and its `as_pyro()`) at the
+    same parameters, over reference posterior draws."""
+    import pyro.poutine as poutine
+
+    from probgen.graphical.hmm import HMM
+
+    module, posterior, _ = _load("hmm_example")
+    arguments = posterior.model_kwargs
+    series = arguments["y"].reshape(1, -1, 1)
+    constrained = posterior.constrain(module.data("test")[:5])
+    for theta, mu in zip(constrained["theta"], constrained["mu"], strict=True):
+        conditioned = poutine.condition(posterior.model, data={"theta": theta, "mu": mu})
+        trace = poutine.trace(conditioned).get_trace(**arguments)
+        trace.compute_log_prob()
+        hmm = HMM(2, "gaussian", covariance="diag").to(torch.float64)
+        hmm.set_parameters(
+            start_probs=[0.5, 0.5],
+            transition_probs=theta,
+            means=mu.reshape(2, 1),
+            covariances=torch.ones(2, 1, dtype=torch.float64),
+        )
+        expected = hmm.log_prob(series)[0]
+        torch.testing.assert_close(trace.nodes["y"]["log_prob_sum"], expected)
+        torch.testing.assert_close(hmm.as_pyro().log_prob(series)[0], expected)

@@ -102,10 +102,7 @@ def _check(draws, mean, sd, summary, method):
 def _cases():
     for model in MODELS:
         for method in SETTINGS:
-            # Pyro's HMC is slow on the constrained models; those cases run with -m slow.
-            heavy = method == "hmc" and model != "normal_normal"
-            marks = [pytest.mark.slow] if heavy else []
-            yield pytest.param(model, method, marks=marks, id=f"{model}-{method}")
+            yield pytest.param(model, method, id=f"{model}-{method}")
 
 
 def _sample_conjugate(model, method, seed, **settings):
