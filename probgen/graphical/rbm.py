@@ -776,14 +776,19 @@ class RBM(EnergyModel):
         epoch_bar = tqdm(
             range(n_epochs), desc=type(self).__name__, disable=not progress, leave=False
         )
+        # Reused every epoch: the last good parameters and the shuffled data.
+        snapshot = [torch.empty_like(tensor) for tensor in self._parameter_list()]
+        shuffled = x.new_empty(x.shape)
+        batch_starts = range(0, n_rows, batch_size)
         for local_epoch in epoch_bar:
             epoch = self.n_iter_
             learning_rate = self._learning_rate_at(local_epoch, n_epochs)
-            snapshot = [tensor.clone() for tensor in self._parameter_list()]
+            for good, tensor in zip(snapshot, self._parameter_list()):
+                good.copy_(tensor)
             started = time.perf_counter()
             order = torch.randperm(n_rows, generator=generator, device=x.device)
-            shuffled = x.index_select(0, order)
-            for start in range(0, n_rows, batch_size):
+            torch.index_select(x, 0, order, out=shuffled)
+            for start in batch_starts:
                 state.update(shuffled[start : start + batch_size], learning_rate)
             elapsed = time.perf_counter() - started
             problem = self._diverged()

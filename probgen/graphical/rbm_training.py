@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -38,6 +38,21 @@ if TYPE_CHECKING:
 # Gaussian visible variances are kept inside [exp(-9), exp(9)] so a bad step cannot make the
 # conditional densities degenerate.
 LOG_VARIANCE_BOUNDS = (-9.0, 9.0)
+
+
+class _FusedViews(NamedTuple):
+    """Views of the fused PCD-1 buffers for one batch size (see `TrainingState`)."""
+
+    chains: torch.Tensor
+    stacked: torch.Tensor
+    stacked_t: torch.Tensor
+    positive: torch.Tensor
+    negative: torch.Tensor
+    visible_probability: torch.Tensor
+    hidden_probability: torch.Tensor
+    negative_hidden: torch.Tensor
+    signs: torch.Tensor
+    weights_t: torch.Tensor
 
 
 class TrainingState:
@@ -73,6 +88,54 @@ class TrainingState:
             and rbm.momentum == 0
             and rbm.weight_decay == 0
         )
+        if self.fused:
+            self._allocate_fused_buffers(batch_size)
+
+    def _allocate_fused_buffers(self, batch_size: int) -> None:
+        """Working memory of the fused PCD-1 update, allocated once per `fit`.
+
+        Every batch writes into the same buffers (a short last batch into their leading rows)
+        through views made once per batch size, so an update allocates nothing; the
+        parameter tensors are held directly because the update changes them in place, and
+        the persistent chains are overwritten in place too.
+        """
+        rbm = self.rbm
+        self._weights, self._visible_bias, self._hidden_bias = (
+            rbm.weights,
+            rbm.visible_bias,
+            rbm.hidden_bias,
+        )
+        like = rbm.weights
+        n_visible_units, n_hidden = like.shape
+        # Rows [0, batch) hold the positive (data) batch, rows [batch, 2 batch) the negative one.
+        self._stacked = like.new_empty(2 * batch_size, n_visible_units)
+        self._hidden_probability = like.new_empty(2 * batch_size, n_hidden)
+        self._visible_probability = like.new_empty(batch_size, n_visible_units)
+        self._hidden_sum = like.new_empty(n_hidden)
+        self._visible_sum = like.new_empty(n_visible_units)
+        self._fused_views: dict[int, _FusedViews] = {}
+
+    def _views_for(self, batch: int) -> _FusedViews:
+        views = self._fused_views.get(batch)
+        if views is None:
+            stacked = self._stacked[: 2 * batch]
+            hidden = self._hidden_probability[: 2 * batch]
+            signs = stacked.new_ones(2 * batch)
+            signs[batch:] = -1
+            views = _FusedViews(
+                chains=self.chain_hidden[:batch],
+                stacked=stacked,
+                stacked_t=stacked.T,
+                positive=stacked[:batch],
+                negative=stacked[batch:],
+                visible_probability=self._visible_probability[:batch],
+                hidden_probability=hidden,
+                negative_hidden=hidden[batch:],
+                signs=signs,
+                weights_t=self._weights.T,
+            )
+            self._fused_views[batch] = views
+        return views
 
     def _negative_from_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k Gibbs sweeps starting from hidden states; returns (v_negative, p(h | v_negative))."""
@@ -137,40 +200,32 @@ class TrainingState:
         The negative visible states depend only on the persistent hidden chains, so the
         positive and negative batches share one hidden matrix product and one gradient
         product (on the stacked batch, with the negative half's hidden probabilities negated).
+        Draws go straight into preallocated buffers; the generator is consumed in the same
+        order and amounts as by `bernoulli`, so seeded fits are unchanged.
         """
-        rbm, generator = self.rbm, self.generator
+        generator = self.generator
+        weights, visible_bias, hidden_bias = self._weights, self._visible_bias, self._hidden_bias
         batch = positive.shape[0]
-        chains = self.chain_hidden[:batch]
-        negative = bernoulli(
-            torch.sigmoid(torch.addmm(rbm.visible_bias, chains, rbm.weights.T)), generator
-        )
-        stacked = torch.cat([positive, negative])
-        hidden = torch.sigmoid(torch.addmm(rbm.hidden_bias, stacked, rbm.weights))
-        new_chains = bernoulli(hidden[batch:], generator)
-        if batch == self.chain_hidden.shape[0]:
-            self.chain_hidden = new_chains
-        else:
-            self.chain_hidden[:batch] = new_chains
-        hidden[batch:].neg_()
+        views = self._views_for(batch)
+        views.positive.copy_(positive)
+        torch.addmm(visible_bias, views.chains, views.weights_t, out=views.visible_probability)
+        views.negative.uniform_(generator=generator).lt_(views.visible_probability.sigmoid_())
+        hidden = torch.addmm(hidden_bias, views.stacked, weights, out=views.hidden_probability)
+        hidden.sigmoid_()
+        views.chains.uniform_(generator=generator).lt_(views.negative_hidden)
+        views.negative_hidden.neg_()
         step = learning_rate / batch
-        rbm.weights.addmm_(stacked.T, hidden, alpha=step)
-        rbm.hidden_bias.add_(hidden.sum(0), alpha=step)
-        signs = self._signs(batch, positive)
-        rbm.visible_bias.add_(torch.mv(stacked.T, signs), alpha=step)
-
-    def _signs(self, batch: int, like: torch.Tensor) -> torch.Tensor:
-        cached = getattr(self, "_sign_vector", None)
-        if cached is None or cached.shape[0] != 2 * batch:
-            cached = torch.cat([like.new_ones(batch), -like.new_ones(batch)])
-            self._sign_vector = cached
-        return cached
+        weights.addmm_(views.stacked_t, hidden, alpha=step)
+        hidden_bias.add_(torch.sum(hidden, 0, out=self._hidden_sum), alpha=step)
+        visible_bias.add_(torch.mv(views.stacked_t, views.signs, out=self._visible_sum), alpha=step)
 
     def update(self, positive: torch.Tensor, learning_rate: float) -> None:
-        rbm, params = self.rbm, self.rbm.params()
-        batch = positive.shape[0]
+        """One gradient step on the batch `positive` (rows of visible units)."""
         if self.fused:
             self._fused_pcd1_update(positive, learning_rate)
             return
+        rbm, params = self.rbm, self.rbm.params()
+        batch = positive.shape[0]
         positive_features = visible_features(params, positive)
         hidden_positive = torch.sigmoid(
             torch.addmm(params.hidden_bias, positive_features, params.weights)

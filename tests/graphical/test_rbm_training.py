@@ -120,6 +120,33 @@ def test_diverging_fit_raises_and_keeps_last_good_parameters():
     assert torch.isfinite(rbm.log_prob(train)).all()
 
 
+def test_fused_pcd1_update_matches_the_general_update_including_a_short_batch():
+    from probgen.graphical.rbm_training import TrainingState
+
+    data = _digits_like().double()
+    models, states = [], []
+    for fused in (True, False):
+        rbm = RBM(data.shape[1], 5, batch_size=32, seed=0).double()
+        rbm._initialise(data, torch.Generator().manual_seed(0))
+        state = TrainingState(rbm, 32, torch.Generator().manual_seed(1))
+        assert state.fused  # PCD-1, Bernoulli units, plain SGD
+        state.fused = fused
+        models.append(rbm)
+        states.append(state)
+    # Full batches, a short one (it writes only the leading chains), then full ones again.
+    for size in (32, 32, 7, 32, 32, 7, 32):
+        batch = data[torch.randperm(data.shape[0], generator=torch.Generator().manual_seed(size))]
+        for state in states:
+            state.update(batch[:size], 0.1)
+    fused_rbm, general_rbm = models
+    assert torch.equal(states[0].chain_hidden, states[1].chain_hidden)
+    for name in ("weights", "visible_bias", "hidden_bias"):
+        torch.testing.assert_close(
+            getattr(fused_rbm, name), getattr(general_rbm, name), rtol=0, atol=1e-12
+        )
+    assert not torch.equal(fused_rbm.weights, RBM(data.shape[1], 5).double().weights)
+
+
 def test_bad_training_settings_are_rejected():
     with pytest.raises(DataError, match="learning_rate"):
         RBM(4, 2, learning_rate=-1.0)
