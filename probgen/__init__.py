@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "RBM": "probgen.graphical.boltzmann",
     "BoltzmannMachine": "probgen.graphical.boltzmann",
     "DBN": "probgen.graphical.boltzmann",
+    "GaussianMixture": "probgen.graphical.mixture",
     # samplers
     "sample_chains": "probgen.samplers.chains",
     "Samples": "probgen.samplers.chains",

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Iterator
@@ -461,6 +462,16 @@ def _run_gibbs(run: _SamplerRun, **options: Any) -> None:
             )
 
 
+def _takes_evidence(function: Any, evidence: Any) -> bool:
+    """Whether to pass the Gibbs run's evidence to the model's log density."""
+    if evidence is None:
+        return False
+    try:
+        return "evidence" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _model_gibbs(
     model: Any,
     num_chains: int,
@@ -504,7 +515,9 @@ def _model_gibbs(
         function = getattr(model, "unnormalized_log_prob", None) or model.log_prob
         try:
             with torch.no_grad():
-                return torch.as_tensor(function(state)).reshape(num_chains).double().cpu()
+                given = {"evidence": evidence} if _takes_evidence(function, evidence) else {}
+                value = function(state, **given)
+                return torch.as_tensor(value).reshape(num_chains).double().cpu()
         except Exception:
             compute_lp = False  # the model has no cheap density of its full state
             return None
