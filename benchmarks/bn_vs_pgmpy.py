@@ -17,7 +17,9 @@ Figures (each with time and ratio pgmpy / probgen):
    run in a subprocess under a time cap (recorded as timed out, with how many it answered).
 
 Usage: python benchmarks/bn_vs_pgmpy.py [--quick] [--threads 1] [--cap 120] [--repeats 5]
-Writes benchmarks/results/bn_vs_pgmpy.json and prints a table.
+    [--only queries|sampling|structure|large ...]
+Writes benchmarks/results/bn_vs_pgmpy.json and prints a table; with `--only` it runs just the
+named sections and updates only their keys (and "machine") in the existing results file.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 warnings.filterwarnings("ignore")
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bn_vs_pgmpy.json"
+SECTIONS = ("queries", "sampling", "structure", "large")
 
 
 def pgmpy_model(name: str):
@@ -251,7 +254,15 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=5, help="best of this many runs (queries, sampling)"
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        default=None,
+        help="run only these sections and update only their keys in the results file",
+    )
     args = parser.parse_args()
+    sections = set(args.only or SECTIONS)
     torch.set_num_threads(args.threads)
     n_queries = 100 if args.quick else 1000
     cap = args.cap if args.cap is not None else (30.0 if args.quick else 120.0)
@@ -272,9 +283,10 @@ def main() -> None:
             "quick": args.quick,
             "repeats_best_of": args.repeats,
         },
-        "queries": [],
     }
-    for name in ("alarm", "hepar2", "win95pts"):
+    if "queries" in sections:
+        results["queries"] = []
+    for name in ("alarm", "hepar2", "win95pts") if "queries" in sections else ():
         row = bench_queries(name, n_queries, repeats=args.repeats)
         results["queries"].append(row)
         print(
@@ -283,24 +295,28 @@ def main() -> None:
             f"max|diff| {row['max_abs_difference']:.1e}",
             flush=True,
         )
-    row = bench_sampling(100_000, repeats=args.repeats)
-    results["sampling"] = row
-    print(
-        f"sampling alarm 100k: probgen {row['probgen_tensor_seconds']:.3f}s (tensor) "
-        f"{row['probgen_dataframe_seconds']:.3f}s (DataFrame)  pgmpy {row['pgmpy_seconds']:.2f}s"
-        f"  x{row['ratio_tensor']:.0f} / x{row['ratio_dataframe']:.0f}",
-        flush=True,
-    )
-    row = bench_structure(5000)
-    results["structure"] = row
-    print(
-        f"structure alarm 5k: probgen {row['probgen_seconds']:.2f}s SHD {row['probgen_shd']} "
-        f"(greedy {row['probgen_greedy_seconds']:.2f}s SHD {row['probgen_greedy_shd']})  "
-        f"pgmpy {row['pgmpy_seconds']:.2f}s SHD {row['pgmpy_shd']}  x{row['time_ratio']:.1f}",
-        flush=True,
-    )
-    results["large"] = []
-    for name in ("andes", "pathfinder", "munin"):
+    if "sampling" in sections:
+        row = bench_sampling(100_000, repeats=args.repeats)
+        results["sampling"] = row
+        print(
+            f"sampling alarm 100k: probgen {row['probgen_tensor_seconds']:.3f}s (tensor) "
+            f"{row['probgen_dataframe_seconds']:.3f}s (DataFrame)  "
+            f"pgmpy {row['pgmpy_seconds']:.2f}s"
+            f"  x{row['ratio_tensor']:.0f} / x{row['ratio_dataframe']:.0f}",
+            flush=True,
+        )
+    if "structure" in sections:
+        row = bench_structure(5000)
+        results["structure"] = row
+        print(
+            f"structure alarm 5k: probgen {row['probgen_seconds']:.2f}s SHD {row['probgen_shd']} "
+            f"(greedy {row['probgen_greedy_seconds']:.2f}s SHD {row['probgen_greedy_shd']})  "
+            f"pgmpy {row['pgmpy_seconds']:.2f}s SHD {row['pgmpy_shd']}  x{row['time_ratio']:.1f}",
+            flush=True,
+        )
+    if "large" in sections:
+        results["large"] = []
+    for name in ("andes", "pathfinder", "munin") if "large" in sections else ():
         row = bench_large(name, cap)
         results["large"].append(row)
         theirs = (
@@ -314,6 +330,9 @@ def main() -> None:
             f"  x>={row['ratio_lower_bound']:.0f}  max|diff| {row['max_abs_difference_on_done']}",
             flush=True,
         )
+    if args.only and RESULTS.exists():
+        # a partial run keeps the other sections' figures from the last full run
+        results = {**json.loads(RESULTS.read_text()), **results}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"wrote {RESULTS}")

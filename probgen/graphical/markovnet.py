@@ -434,8 +434,11 @@ class MarkovNetwork(Model):
                 )
                 if torch.isinf(log_evidence).any():
                     raise DataError("evidence has probability zero")
+                # calibrate_dense returns views into one shared table; give each its own.
                 result = {
-                    variable: found[i] if batched else found[i][0]
+                    variable: (found[i] if batched else found[i][0]).clone(
+                        memory_format=torch.contiguous_format
+                    )
                     for i, variable in enumerate(self.variables)
                 }
                 self.last_inference_ = {"method": "junction_tree", "exact": True}

@@ -817,6 +817,19 @@ class DenseTree:
     down_projection: list[Tensor | None]
     down_targets: list[list[tuple[str, int]]]
     down_projected: list[list[bool]]
+    # Fixed per-clique plans, worked out once here rather than on every calibration (the
+    # Python bookkeeping cost more than the products for batches of a few hundred rows):
+    # the separator to the parent in the parent's axis order and in this clique's order, the
+    # variable list of each downward target (clique order) and the widths of projected lists.
+    up_separator: list[list[int]] = field(default_factory=list)
+    up_kept: list[list[int]] = field(default_factory=list)
+    up_widths: list[list[int]] = field(default_factory=list)
+    down_lists: list[list[list[int]]] = field(default_factory=list)
+    down_widths: list[list[int]] = field(default_factory=list)
+    # per clique: its separator variables in its own order and the broadcast shape of a
+    # downward message over its axes
+    child_order: list[list[int]] = field(default_factory=list)
+    child_shape: list[list[int]] = field(default_factory=list)
 
 
 def _projection(
@@ -898,7 +911,29 @@ def compile_dense(tree: JunctionTree, potentials: Sequence[Factor | None]) -> De
         down_targets.append(targets)
         down_projected.append(projected)
     evidence_axis = {v: (c, tree.cliques[c].index(v)) for v, c in tree.variable_clique.items()}
-    return DenseTree(tree, dense, views, evidence_axis, up, down, down_targets, down_projected)
+    plan = DenseTree(tree, dense, views, evidence_axis, up, down, down_targets, down_projected)
+    for index, clique in enumerate(tree.cliques):
+        parent = tree.parent[index]
+        shared = set(tree.separators[index]) if parent >= 0 else set()
+        separator = [v for v in tree.cliques[parent] if v in shared] if parent >= 0 else []
+        plan.up_separator.append(separator)
+        plan.up_kept.append([v for v in clique if v in shared])
+        plan.up_widths.append([math.prod(cards[v] for v in separator)])
+        plan.child_order.append([v for v in clique if v in shared])
+        plan.child_shape.append([cards[v] if v in shared else 1 for v in clique])
+        lists = [
+            [v for v in clique if v in set(tree.separators[item])] if kind == "child" else [item]
+            for kind, item in plan.down_targets[index]
+        ]
+        plan.down_lists.append(lists)
+        plan.down_widths.append(
+            [
+                math.prod(cards[v] for v in members)
+                for members, chosen in zip(lists, plan.down_projected[index])
+                if chosen
+            ]
+        )
+    return plan
 
 
 def _sum_dims(values: Tensor, dims: Sequence[int], keepdim: bool = False) -> Tensor:
@@ -930,10 +965,12 @@ def _evidence_view(values: Tensor, axis: int, rank: int) -> Tensor:
     return values.T.reshape(shape)
 
 
-def _normalise_columns(values: Tensor) -> tuple[Tensor, Tensor]:
-    """Divide each batch column of (*axes, batch) by its sum (zero sums left as they are)."""
+def _normalise_columns(values: Tensor, in_place: bool = False) -> tuple[Tensor, Tensor]:
+    """Divide each batch column of (*axes, batch) by its sum (zero sums left as they are);
+    `in_place` for a fresh temporary (a new large tensor costs page faults on CPU)."""
     total = values.reshape(-1, values.shape[-1]).sum(dim=0)
-    return values / torch.where(total > 0, total, 1.0), total
+    divisor = torch.where(total > 0, total, 1.0)
+    return (values.div_(divisor) if in_place else values / divisor), total
 
 
 def _sum_onto(plan: DenseTree, belief: Tensor, clique: int, members: Sequence[int]) -> Tensor:
@@ -951,29 +988,31 @@ def _project(
     clique: int,
     lists: list[list[int]],
     projected: list[bool] | None = None,
+    widths: list[int] | None = None,
 ) -> list[Tensor]:
     """Sums of a clique table (*clique, batch) onto each variable list in `lists` (clique
     order), each (configurations, batch): one matrix product for the lists the projection
-    covers (`projected`, default all when there is a projection), axis sums for the rest."""
+    covers (`projected`, default all when there is a projection), axis sums for the rest
+    (`widths`: the configuration counts of the projected lists, when known)."""
     if projected is None:
         projected = [projection is not None] * len(lists)
-    pieces: list[Tensor] = []
-    if projection is not None:
+    if projection is None:
+        return [_sum_onto(plan, belief, clique, members) for members in lists]
+    sums = projection.T @ belief.reshape(-1, belief.shape[-1])
+    if len(lists) == 1:
+        return [sums]
+    if widths is None:
         cards = plan.tree.cardinalities
-        sums = projection.T @ belief.reshape(-1, belief.shape[-1])
         widths = [
             math.prod(cards[v] for v in members)
             for members, chosen in zip(lists, projected)
             if chosen
         ]
-        pieces = list(torch.split(sums, widths, dim=0))
-    result = []
-    for members, chosen in zip(lists, projected):
-        if chosen:
-            result.append(pieces.pop(0))
-        else:
-            result.append(_sum_onto(plan, belief, clique, members))
-    return result
+    pieces = iter(torch.split(sums, widths, dim=0))
+    return [
+        next(pieces) if chosen else _sum_onto(plan, belief, clique, members)
+        for members, chosen in zip(lists, projected)
+    ]
 
 
 def _reorder(
@@ -987,6 +1026,19 @@ def _reorder(
     return values
 
 
+def _broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
+    """The broadcast of shapes known to be compatible (`torch.broadcast_shapes` checks and
+    traces symbolic sizes, which costs more than the small products it is asked about)."""
+    rank = max(len(shape) for shape in shapes)
+    result = [1] * rank
+    for shape in shapes:
+        offset = rank - len(shape)
+        for axis, size in enumerate(shape):
+            if size != 1:
+                result[offset + axis] = size
+    return tuple(result)
+
+
 def _times(table: Tensor, factors: list[Tensor], out: Tensor | None = None) -> Tensor:
     """`table` times all `factors` (broadcasting), as a new tensor (or written into `out`, a
     flat buffer with room for the result).
@@ -996,9 +1048,9 @@ def _times(table: Tensor, factors: list[Tensor], out: Tensor | None = None) -> T
     full-size pass and every allocation (page faults on CPU) is paid only once.
     """
     factors = sorted(factors, key=lambda t: t.numel())
-    shape = torch.broadcast_shapes(table.shape, *(f.shape for f in factors))
+    shape = _broadcast_shape(table.shape, *(f.shape for f in factors))
     small, rest = factors[0], factors[1:]
-    while rest and math.prod(torch.broadcast_shapes(small.shape, rest[0].shape)) * 4 <= (
+    while rest and math.prod(_broadcast_shape(small.shape, rest[0].shape)) * 4 <= (
         math.prod(shape)
     ):
         small = small * rest.pop(0)
@@ -1072,36 +1124,45 @@ def calibrate_dense(
     local: list[Tensor] = list(plan_views)
     upward: list[Tensor | None] = [None] * count
     device = local[0].device
-    log_evidence = torch.zeros(batch_size, dtype=torch.float64, device=device)
+    totals: list[Tensor] = []
     for index in tree.collect_order:
         factors = extra[index] + [upward[child] for child in tree.children[index]]
         if factors:
             local[index] = _times(local[index], factors, buffers[index])
-        parent = tree.parent[index]
-        separator = [v for v in tree.cliques[parent] if v in set(tree.separators[index])]
-        if parent < 0:
-            separator = []
-        (message,) = _project(plan, plan.up_projection[index], local[index], index, [separator])
+        separator = plan.up_separator[index]
+        (message,) = _project(
+            plan,
+            plan.up_projection[index],
+            local[index],
+            index,
+            [separator],
+            widths=plan.up_widths[index],
+        )
         if plan.up_projection[index] is None and separator:
             # the reduction keeps this clique's axis order; the parent wants its own
-            kept = [v for v in tree.cliques[index] if v in set(separator)]
-            message = _reorder(message, cards, kept, separator).reshape(-1, message.shape[-1])
-        message, total = _normalise_columns(message)
-        log_evidence = log_evidence + torch.log(total)
-        if parent >= 0:
+            message = _reorder(message, cards, plan.up_kept[index], separator)
+            message = message.reshape(-1, message.shape[-1])
+        # the message is a fresh tensor unless it is a view of the clique table itself
+        fresh = message.untyped_storage().data_ptr() != local[index].untyped_storage().data_ptr()
+        message, total = _normalise_columns(message, in_place=fresh)
+        totals.append(total.expand(batch_size))
+        if tree.parent[index] >= 0:
             upward[index] = message.reshape(*plan.parent_view[index], message.shape[-1])
+    # one logarithm and one sum for all cliques rather than two small kernels per clique
+    log_evidence = (
+        torch.log(torch.stack(totals)).sum(dim=0)
+        if totals
+        else torch.zeros(batch_size, dtype=torch.float64, device=device)
+    )
     if collect_only:
         return [None] * count, log_evidence, {}
-    marginals: dict[int, Tensor] = {}
+    variable_pieces: list[Tensor] = []
+    variable_order: list[int] = []
     for index in reversed(tree.collect_order):
         targets = plan.down_targets[index]
         if not targets:
             continue
-        clique = tree.cliques[index]
-        lists = [
-            [v for v in clique if v in set(tree.separators[item])] if kind == "child" else [item]
-            for kind, item in targets
-        ]
+        lists = plan.down_lists[index]
         pieces = _project(
             plan,
             plan.down_projection[index],
@@ -1109,11 +1170,12 @@ def calibrate_dense(
             index,
             lists,
             plan.down_projected[index],
+            plan.down_widths[index],
         )
         for (kind, item), members, piece in zip(targets, lists, pieces):
             if kind == "variable":
-                found, _ = _normalise_columns(piece)
-                marginals[item] = found.T.expand(batch_size, -1).contiguous()
+                variable_pieces.append(piece.expand(-1, batch_size))
+                variable_order.append(item)
                 continue
             # Hugin update: the child's new message is the parent's belief on the separator
             # divided by what the child sent up (0/0 counts as 0: the child's mass there is 0).
@@ -1121,18 +1183,37 @@ def calibrate_dense(
             # exactly 0/0 = NaN there and never x/0 = inf)
             sent = upward[item].reshape(-1, upward[item].shape[-1])
             ratio = torch.nan_to_num_(piece / sent, nan=0.0)
-            ratio, _ = _normalise_columns(ratio)
-            shared = set(members)
-            target = [v for v in tree.cliques[item] if v in shared]
-            shape = [cards[v] if v in shared else 1 for v in tree.cliques[item]]
-            ratio = _reorder(ratio, cards, members, target)
-            ratio = ratio.reshape(*shape, ratio.shape[-1])
+            ratio, _ = _normalise_columns(ratio, in_place=True)
+            ratio = _reorder(ratio, cards, members, plan.child_order[item])
+            ratio = ratio.reshape(*plan.child_shape[item], ratio.shape[-1])
             if local[item].shape[-1] == ratio.shape[-1] and local[item] is not plan_views[item]:
                 local[item].mul_(ratio)  # in place: a fresh table costs page faults on CPU
             else:
                 local[item] = local[item] * ratio
     beliefs = [b.movedim(-1, 0).expand(batch_size, *b.shape[:-1]) for b in local]
-    return list(beliefs), log_evidence, marginals
+    return list(beliefs), log_evidence, _variable_marginals(variable_pieces, variable_order)
+
+
+def _variable_marginals(pieces: list[Tensor], variables: list[int]) -> dict[int, Tensor]:
+    """Normalise every variable's summed belief (card, batch) and turn it to (batch, card), in
+    a few kernels for all variables together (one set per variable cost more than the sums).
+
+    Each variable's total is its own sum (rows are added in order, as a column sum does);
+    the marginals returned are transposed views (batch, card) of one (sum of cards, batch)
+    table, not contiguous (callers that keep them copy them anyway)."""
+    if not pieces:
+        return {}
+    stacked = torch.cat(pieces)
+    sizes = [piece.shape[0] for piece in pieces]
+    owner = torch.repeat_interleave(
+        torch.arange(len(pieces), device=stacked.device),
+        torch.tensor(sizes, device=stacked.device),
+    )
+    totals = torch.zeros(len(pieces), stacked.shape[1], dtype=stacked.dtype, device=stacked.device)
+    totals.index_add_(0, owner, stacked)
+    totals = torch.where(totals > 0, totals, 1.0)
+    stacked.div_(totals.index_select(0, owner))
+    return {v: piece.T for v, piece in zip(variables, torch.split(stacked, sizes, dim=0))}
 
 
 def belief_marginal(

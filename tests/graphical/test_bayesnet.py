@@ -397,3 +397,36 @@ def test_forward_sampling_is_the_inverse_cdf_of_the_seeded_uniforms():
     probabilities = network.log_prob(samples).exp()
     assert bool((probabilities > 0).all())
     assert set(samples[:, 0].tolist()) == {1, 3}
+
+
+# ---- evidence encoding ---------------------------------------------------------------------------
+def test_string_frames_encode_like_the_column_by_column_path():
+    # Wide frames of state names take a one-pass encoder; it must give the same codes as
+    # encoding column by column (the path every other kind of frame takes), keep the columns
+    # it is given in any order, and leave errors to that path (same messages).
+    network = random_network(3)
+    rng = np.random.default_rng(0)
+    frame = network.sample(40, seed=1, as_frame=True)[["e", "a", "c", "b", "d"]]
+    frame = frame.mask(rng.random(frame.shape) < 0.6)  # NaN where unobserved
+    frame.loc[3, "b"] = None
+    fast = network.encode(frame)
+    per_column = network.encode(frame.astype({"a": "category"}))  # not all strings: slow path
+    assert torch.equal(fast, per_column)
+    expected = torch.full((40, 5), -1, dtype=torch.long)
+    for column in frame.columns:
+        position = network.variables.index(column)
+        for row, value in enumerate(frame[column]):
+            if isinstance(value, str):
+                expected[row, position] = int(value[1:])
+    assert torch.equal(fast, expected)
+    assert torch.equal(network.encode(frame.iloc[:0].reindex(range(2))), torch.full((2, 5), -1))
+    numbers = pd.DataFrame({"a": [2, None], "b": ["b1", None]})  # not a state name of 'a'
+    with pytest.raises(DataError, match="column 'a' has state 2"):
+        network.encode(numbers)
+    with pytest.raises(DataError, match="column 'c' has state 'c7'"):
+        network.encode(pd.DataFrame({"b": ["b0", None], "c": [None, "c7"]}))
+    complete = network.sample(3, seed=2, as_frame=True)
+    assert torch.equal(network.encode(complete, allow_missing=False), network.sample(3, seed=2))
+    complete.loc[1, "b"] = None
+    with pytest.raises(DataError, match="missing values for variable 'b'"):
+        network.encode(complete, allow_missing=False)
