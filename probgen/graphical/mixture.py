@@ -38,15 +38,18 @@ from probgen.data import as_tensor, check_choice, check_positive_int
 from probgen.density import LogProbKind, Model
 from probgen.errors import ConvergenceWarning, DataError, FitError
 from probgen.inference.mixture import (
+    EMFeatures,
     MixturePrior,
     component_counts,
     covariances_valid,
     draw_assignments,
     draw_means_variances,
     draw_weights,
+    em_features,
+    em_m_step,
     gaussian_log_probs,
     joint_log_prob,
-    m_step,
+    run_em,
     sort_state,
 )
 from probgen.samplers.gibbs import sample_categorical
@@ -395,10 +398,11 @@ class GaussianMixture(Model):
         generator = self.make_generator(self.seed if seed is None else seed)
         best: tuple[float, dict[str, Tensor], list[float], bool] | None = None
         with torch.no_grad():
+            data = em_features(x, self.covariance)
             for restart in range(self.n_init):
                 if not (resume and restart == 0):
-                    self._initialize(x, generator)
-                history, converged = self._run_em(x)
+                    self._initialize(x, data, generator)
+                history, converged = self._run_em(data)
                 if best is None or history[-1] > best[0]:
                     state = {k: v.clone() for k, v in self.state_dict().items()}
                     best = (history[-1], state, history, converged)
@@ -418,7 +422,7 @@ class GaussianMixture(Model):
         self._mark_fitted()
         return self
 
-    def _initialize(self, x: Tensor, generator: torch.Generator) -> None:
+    def _initialize(self, x: Tensor, data: EMFeatures, generator: torch.Generator) -> None:
         n_points = x.shape[0]
         if self.init == "kmeans":
             from probgen.graphical.hmm_emissions import kmeans
@@ -432,7 +436,7 @@ class GaussianMixture(Model):
                 n_points, self.n_components, dtype=x.dtype, generator=generator, device=x.device
             )
             responsibilities = uniform / uniform.sum(1, keepdim=True)
-        weights, means, covariances = m_step(x, responsibilities, self.covariance, self.reg_covar)
+        weights, means, covariances = em_m_step(data, responsibilities, self.reg_covar)
         if not covariances_valid(covariances, self.covariance):
             raise FitError(
                 "the initial covariances are not positive definite (duplicate points?); "
@@ -440,42 +444,33 @@ class GaussianMixture(Model):
             )
         self.weights, self.means, self.covariances = weights, means, covariances
 
-    def _run_em(self, x: Tensor) -> tuple[list[float], bool]:
+    def _run_em(self, data: EMFeatures) -> tuple[list[float], bool]:
         """EM iterations from the current parameters, in scikit-learn's order."""
-        history: list[float] = []
-        previous = -math.inf
-        for iteration in range(1, self.max_iter + 1):
-            last_good = (self.weights.clone(), self.means.clone(), self.covariances.clone())
-            weighted = self._weighted_log_probs(x)
-            log_norm = torch.logsumexp(weighted, -1)
-            average = float(log_norm.mean())
-            if not math.isfinite(average):
-                raise FitError(
-                    f"the log-likelihood became {average} at EM iteration {iteration}; the "
-                    "model keeps its last good parameters"
-                )
-            responsibilities = (weighted - log_norm[:, None]).exp()
-            weights, means, covariances = m_step(
-                x, responsibilities, self.covariance, self.reg_covar
+        result = run_em(
+            data,
+            self.weights,
+            self.means,
+            self.covariances,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            tol=self.tol,
+        )
+        self.weights = result.weights
+        self.means = result.means
+        self.covariances = result.covariances
+        if result.failure == "nonfinite":
+            raise FitError(
+                f"the log-likelihood became {result.failed_value} at EM iteration "
+                f"{result.failed_iteration}; the model keeps its last good parameters"
             )
-            if not (
-                covariances_valid(covariances, self.covariance)
-                and bool(torch.isfinite(means).all())
-                and bool(torch.isfinite(weights).all())
-            ):
-                self.weights, self.means, self.covariances = last_good
-                self._mark_fitted()
-                raise FitError(
-                    f"EM iteration {iteration} made a covariance singular (a component "
-                    "collapsed onto too few points); the model keeps its last good parameters "
-                    "(increase reg_covar)"
-                )
-            self.weights, self.means, self.covariances = weights, means, covariances
-            history.append(average)
-            if abs(average - previous) < self.tol:
-                return history, True
-            previous = average
-        return history, False
+        if result.failure == "singular":
+            self._mark_fitted()
+            raise FitError(
+                f"EM iteration {result.failed_iteration} made a covariance singular (a "
+                "component collapsed onto too few points); the model keeps its last good "
+                "parameters (increase reg_covar)"
+            )
+        return result.history, result.converged
 
     # ---- Bayesian mixture: Gibbs -----------------------------------------------------------
     def _evidence(self, evidence: Any) -> Tensor:

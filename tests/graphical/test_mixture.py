@@ -82,6 +82,76 @@ def test_em_matches_sklearn_from_the_same_start(covariance):
 
 
 @pytest.mark.parametrize("covariance", ["diag", "full", "spherical"])
+def test_em_matches_sklearn_on_blocks_of_rows_far_from_the_origin(covariance):
+    # 5,000 points with K * D = 32 span two row blocks of the full E- and M-steps; the offset
+    # checks that the centred density features keep their precision.
+    rng = np.random.default_rng(4)
+    centres = rng.normal(0.0, 3.0, (4, 8))
+    labels = rng.integers(4, size=5000)
+    x = 50.0 + centres[labels] + rng.normal(0.0, 1.0, (5000, 8)) * rng.uniform(0.5, 1.5, 8)
+    means = x[[0, 1, 2, 3]]
+    variances = x.var(0)
+    covariances = {
+        "full": np.stack([np.diag(variances)] * 4),
+        "diag": np.tile(variances, (4, 1)),
+        "spherical": np.full(4, variances.mean()),
+    }[covariance]
+    ours = GaussianMixture(4, covariance=covariance, max_iter=15, tol=0.0).double()
+    ours.set_parameters(weights=np.full(4, 0.25), means=means, covariances=covariances)
+    theirs = SklearnMixture(
+        4,
+        covariance_type=covariance,
+        weights_init=np.full(4, 0.25),
+        means_init=means,
+        precisions_init=np.linalg.inv(covariances) if covariance == "full" else 1 / covariances,
+        max_iter=15,
+        tol=0.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours.fit(x, warm_start=True)
+        theirs.fit(x)
+    assert ours.n_iter_ == theirs.n_iter_ == 15
+    assert ours.history_[-1] == pytest.approx(theirs.lower_bound_, abs=1e-9)
+    np.testing.assert_allclose(ours.weights.numpy(), theirs.weights_, atol=1e-8)
+    np.testing.assert_allclose(ours.means.numpy(), theirs.means_, atol=1e-7)
+    np.testing.assert_allclose(ours.covariances.numpy(), theirs.covariances_, rtol=1e-7)
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full", "spherical"])
+def test_em_log_densities_match_the_reference_density(covariance):
+    # The fast E-step (features @ matrix, two row blocks for "full") against gaussian_log_probs,
+    # itself checked against scipy in test_log_prob_is_the_sum_of_component_densities.
+    from probgen.inference.mixture import em_features, em_weighted_log_probs, gaussian_log_probs
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5000, 6, generator=generator, dtype=torch.float64) * 2 + 10
+    means = torch.randn(7, 6, generator=generator, dtype=torch.float64) + 10
+    if covariance == "full":
+        factors = torch.randn(7, 6, 6, generator=generator, dtype=torch.float64)
+        covariances = factors @ factors.mT + torch.eye(6, dtype=torch.float64)
+    elif covariance == "diag":
+        covariances = torch.rand(7, 6, generator=generator, dtype=torch.float64) + 0.5
+    else:
+        covariances = torch.rand(7, generator=generator, dtype=torch.float64) + 0.5
+    weights = torch.softmax(torch.randn(7, generator=generator, dtype=torch.float64), 0)
+    fast = em_weighted_log_probs(em_features(x, covariance), weights, means, covariances)
+    reference = gaussian_log_probs(x, means, covariances, covariance) + weights.log()
+    torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-10)
+
+
+def test_draw_categorical_matches_sample_categorical():
+    from probgen.inference.mixture import draw_categorical
+    from probgen.samplers.gibbs import sample_categorical
+
+    logits = torch.randn(8, 500, 3, generator=torch.Generator().manual_seed(1)) * 3
+    logits = logits.double()
+    ours = draw_categorical(logits, torch.Generator().manual_seed(2))
+    reference = sample_categorical(logits, torch.Generator().manual_seed(2))
+    assert torch.equal(ours, reference)
+
+
+@pytest.mark.parametrize("covariance", ["diag", "full", "spherical"])
 def test_log_prob_is_the_sum_of_component_densities(covariance):
     x = three_blobs(60, seed=3)
     start = starting_point(covariance, three_blobs())
