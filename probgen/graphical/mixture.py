@@ -572,6 +572,11 @@ class GaussianMixture(Model):
             (num_chains, n_components), 1.0 / n_components, dtype=x.dtype, device=x.device
         )
         assignments = draw_assignments(x, weights, means, variances, generator)
+        return self._as_state(weights, means, variances, assignments)
+
+    def _as_state(
+        self, weights: Tensor, means: Tensor, variances: Tensor, assignments: Tensor
+    ) -> dict[str, Tensor]:
         state = {
             "weights": weights,
             "means": means,
@@ -634,13 +639,7 @@ class GaussianMixture(Model):
             counts = component_counts(assignments, self.n_components, x.dtype)
             weights = draw_weights(counts, prior.weight_concentration, generator)
             means, variances = draw_means_variances(x, assignments, counts, prior, generator)
-        new_state = {
-            "weights": weights,
-            "means": means,
-            "variances": variances,
-            "assignments": assignments,
-        }
-        return sort_state(new_state) if self.sort_components else new_state
+        return self._as_state(weights, means, variances, assignments)
 
     def unnormalized_log_prob(self, state: dict[str, Tensor], *, evidence: Any = None) -> Tensor:
         """Joint log density of (weights, means, variances, assignments, evidence), per chain.
