@@ -104,11 +104,13 @@ def fit_guide_and_draw(
             optimizer.zero_grad()
             loss = _negative_elbo(autoguide, target, num_particles)
             if not torch.isfinite(loss):
-                raise FitError(f"the ELBO became {float(loss)} after {len(losses)} SVI steps")
+                raise FitError(
+                    f"the ELBO became {float(loss.detach())} after {len(losses)} SVI steps"
+                )
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if progress is not None:
                 progress.update(1)
         with torch.no_grad():
