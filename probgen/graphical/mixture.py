@@ -6,14 +6,19 @@ with data as `evidence`, a Bayesian mixture whose posterior `probgen.sample_chai
 "gibbs", evidence=data)` samples by conjugate blocked Gibbs, all chains in one tensor op:
 
 - weights ~ Dirichlet(weight_concentration),
-- per component k and feature d: variance ~ InverseGamma(variance_shape, variance_scale) and
-  mean | variance ~ Normal(mean_prior, variance / mean_precision) (Normal-Inverse-Gamma);
-  with covariance="spherical" one variance per component is shared by its features,
-- assignment z_i ~ Categorical(weights), x_i | z_i ~ Normal(means[z_i], diag(variances[z_i])).
+- covariance="diag" / "spherical", per component k and feature d: variance ~
+  InverseGamma(variance_shape, variance_scale) and mean | variance ~ Normal(mean_prior,
+  variance / mean_precision) (Normal-Inverse-Gamma); with "spherical" one variance per
+  component is shared by its features;
+- covariance="full", per component k: covariance ~ InverseWishart(covariance_df,
+  covariance_scale) and mean | covariance ~ MultivariateNormal(mean_prior, covariance /
+  mean_precision) (Normal-Inverse-Wishart);
+- assignment z_i ~ Categorical(weights), x_i | z_i ~ Normal(means[z_i], covariance of z_i).
 
 One Gibbs step draws z | parameters (exact categorical per point), weights | z (Dirichlet)
-and (means, variances) | z, x (the Normal-Inverse-Gamma posterior). The pure tensor functions
-(EM and the conditional draws, batched over chains) live in `probgen.inference.mixture`.
+and (means, variances or covariances) | z, x (the conjugate posterior; inverse-Wishart draws
+by the Bartlett decomposition). The pure tensor functions (EM and the conditional draws,
+batched over chains) live in `probgen.inference.mixture`.
 
 Example:
     >>> import torch
@@ -43,6 +48,7 @@ from probgen.inference.mixture import (
     component_counts,
     covariances_valid,
     draw_assignments,
+    draw_means_covariances,
     draw_means_variances,
     draw_weights,
     em_features,
@@ -55,7 +61,6 @@ from probgen.inference.mixture import (
 from probgen.samplers.gibbs import sample_categorical
 
 COVARIANCE_TYPES = ("full", "diag", "spherical")
-GIBBS_COVARIANCE_TYPES = ("diag", "spherical")
 INIT_METHODS = ("kmeans", "random")
 PRIOR_KEYS = (
     "weight_concentration",
@@ -63,8 +68,11 @@ PRIOR_KEYS = (
     "mean_precision",
     "variance_shape",
     "variance_scale",
+    "covariance_df",
+    "covariance_scale",
 )
 STATE_KEYS = ("weights", "means", "variances", "assignments")
+FULL_STATE_KEYS = ("weights", "means", "covariances", "assignments")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +83,7 @@ class GaussianMixture(Model):
 
     Args:
         n_components: number of components K.
-        covariance: "full" (default), "diag" or "spherical" (Gibbs: "diag" and "spherical").
+        covariance: "full" (default), "diag" or "spherical" (all three for EM and Gibbs).
         n_features: number of features D (set by `fit`, `set_parameters` or the evidence).
         n_init: EM restarts; the one with the best final log-likelihood is kept.
         max_iter: EM iterations per restart.
@@ -89,18 +97,31 @@ class GaussianMixture(Model):
         mean_prior: prior mean of the components' means, a scalar or D values (default None:
             the mean of the evidence, per feature).
         mean_precision: kappa in mean | variance ~ Normal(mean_prior, variance / kappa)
-            (default 0.01: a prior sd of the mean 10 times the component's sd).
-        variance_shape: InverseGamma shape a of each variance (default 1).
+            (default 0.01: a prior sd of the mean 10 times the component's sd); the same for
+            "full": mean | covariance ~ MultivariateNormal(mean_prior, covariance / kappa).
+        variance_shape: InverseGamma shape a of each variance (default 1; "diag",
+            "spherical").
         variance_scale: InverseGamma scale b, a scalar or D values (default None: 0.1 times
             the evidence's variance per feature, its mean over features for "spherical"; the
             prior median variance is then about 0.14 times the data's variance).
-        prior: a dict with any of the five prior settings above; its entries take precedence.
+        covariance_df: InverseWishart degrees of freedom nu of each full covariance, > D - 1
+            (default None: D + 1, the least informative integer choice: with a diagonal scale
+            every correlation is then uniform on (-1, 1) a priori; "full" only).
+        covariance_scale: InverseWishart scale matrix Psi: a scalar (times the identity), D
+            values (a diagonal) or a (D, D) positive-definite matrix (default None: 0.2 times
+            the evidence's maximum-likelihood covariance, or of its diagonal when singular).
+            With both defaults each variance is a priori InverseGamma(1, 0.1 times the data's
+            variance), the "diag" default, and D = 1 gives exactly the "diag" prior.
+        prior: a dict with any of the seven prior settings above; its entries take precedence.
         sort_components: after each Gibbs step, relabel the components so that the first
             feature of the means increases. The prior is exchangeable, so this samples the
             posterior of the unlabelled mixture and chains agree on what "component 0" means.
 
     The data-scaled prior defaults are deterministic functions of the evidence (an empirical
     Bayes choice, as in scikit-learn's `BayesianGaussianMixture`); set them to fix the prior.
+    The Gibbs state is {"weights" (chains, K), "means" (chains, K, D), "variances" (chains, K,
+    D) for "diag" / "spherical" or "covariances" (chains, K, D, D) for "full" (the model's own
+    parameter name), "assignments" (chains, n)}.
 
     Example:
         >>> import torch, probgen
@@ -133,6 +154,8 @@ class GaussianMixture(Model):
         mean_precision: float = 0.01,
         variance_shape: float = 1.0,
         variance_scale: float | list[float] | None = None,
+        covariance_df: float | None = None,
+        covariance_scale: float | list[float] | list[list[float]] | None = None,
         prior: dict[str, Any] | None = None,
         sort_components: bool = True,
     ) -> None:
@@ -156,6 +179,8 @@ class GaussianMixture(Model):
             "mean_precision": mean_precision,
             "variance_shape": variance_shape,
             "variance_scale": variance_scale,
+            "covariance_df": covariance_df,
+            "covariance_scale": covariance_scale,
         }
         if prior is not None:
             if not isinstance(prior, dict):
@@ -168,6 +193,9 @@ class GaussianMixture(Model):
             settings[name] = _positive(settings[name], name)
         for name in ("mean_prior", "variance_scale"):
             settings[name] = _optional_values(settings[name], name, positive=name != "mean_prior")
+        if settings["covariance_df"] is not None:
+            settings["covariance_df"] = _positive(settings["covariance_df"], "covariance_df")
+        settings["covariance_scale"] = _optional_scale_matrix(settings["covariance_scale"])
         self.prior_settings = settings
         self.sort_components = bool(sort_components)
 
@@ -488,13 +516,6 @@ class GaussianMixture(Model):
             raise DataError(f"evidence has {x.shape[1]} features, the model has {self.n_features}")
         return x
 
-    def _check_gibbs_covariance(self) -> None:
-        if self.covariance not in GIBBS_COVARIANCE_TYPES:
-            raise DataError(
-                f"Gibbs sampling needs covariance 'diag' or 'spherical' (Normal-Inverse-Gamma "
-                f"prior), got covariance={self.covariance!r}"
-            )
-
     def resolve_prior(self, evidence: Any) -> MixturePrior:
         """The conjugate prior used with `evidence`, data-scaled defaults filled in."""
         x = self._evidence(evidence)
@@ -509,6 +530,25 @@ class GaussianMixture(Model):
 
         mean_prior = settings["mean_prior"]
         mean_prior = x.mean(0) if mean_prior is None else values(mean_prior, "mean_prior")
+
+        def scalar(name: str) -> Tensor:
+            return torch.tensor(settings[name], dtype=x.dtype, device=x.device)
+
+        if self.covariance == "full":
+            df = settings["covariance_df"]
+            df = n_features + 1.0 if df is None else df
+            if not df > n_features - 1:
+                raise DataError(
+                    f"covariance_df must be greater than n_features - 1 = {n_features - 1} "
+                    f"(the inverse-Wishart's degrees of freedom), got {df!r}"
+                )
+            return MixturePrior(
+                weight_concentration=scalar("weight_concentration"),
+                mean_prior=mean_prior,
+                mean_precision=scalar("mean_precision"),
+                covariance_df=torch.tensor(df, dtype=x.dtype, device=x.device),
+                covariance_scale=self._covariance_scale(x),
+            )
         spherical = self.covariance == "spherical"
         scale = settings["variance_scale"]
         if scale is None:
@@ -521,9 +561,6 @@ class GaussianMixture(Model):
                     raise DataError("variance_scale must be one value for covariance='spherical'")
                 scale = scale[0]
 
-        def scalar(name: str) -> Tensor:
-            return torch.tensor(settings[name], dtype=x.dtype, device=x.device)
-
         return MixturePrior(
             weight_concentration=scalar("weight_concentration"),
             mean_prior=mean_prior,
@@ -533,6 +570,26 @@ class GaussianMixture(Model):
             spherical=spherical,
         )
 
+    def _covariance_scale(self, x: Tensor) -> Tensor:
+        """The inverse-Wishart scale matrix (D, D) for evidence `x`."""
+        n_features = x.shape[1]
+        value = self.prior_settings["covariance_scale"]
+        if value is None:
+            return 0.2 * _data_covariance(x)
+        scale = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        if scale.dim() < 2:
+            if scale.dim() == 1 and scale.shape[0] not in (1, n_features):
+                raise DataError(
+                    f"covariance_scale has {scale.shape[0]} values; the data has {n_features}"
+                )
+            return torch.diag_embed(scale.expand(n_features).clone())
+        if tuple(scale.shape) != (n_features, n_features):
+            raise DataError(
+                f"covariance_scale has shape {tuple(scale.shape)}; the data needs "
+                f"({n_features}, {n_features})"
+            )
+        return scale.clone()
+
     def initial_state(
         self, num_chains: int, *, generator: torch.Generator | None = None, evidence: Any = None
     ) -> dict[str, Tensor]:
@@ -541,14 +598,15 @@ class GaussianMixture(Model):
         Each chain seeds its means with distinct data points chosen as k-means++ does
         (the first uniformly, each next one with probability proportional to the squared
         distance to the nearest chosen one), starts with equal weights and the data's variance,
-        and draws its assignments from their conditional.
+        and draws its assignments from their conditional. With covariance="full" every
+        component starts with the data's covariance (its diagonal when that is singular).
 
         Returns:
-            {"weights": (chains, K), "means": (chains, K, D), "variances": (chains, K, D),
+            {"weights": (chains, K), "means": (chains, K, D), "variances": (chains, K, D)
+            ("diag", "spherical") or "covariances": (chains, K, D, D) ("full"),
             "assignments": (chains, n) long}.
         """
         num_chains = check_positive_int(num_chains, "num_chains")
-        self._check_gibbs_covariance()
         x = self._evidence(evidence)
         generator = generator if generator is not None else self.make_generator(None)
         n_points, n_features = x.shape
@@ -564,37 +622,45 @@ class GaussianMixture(Model):
             chosen = torch.cat([chosen, pick], 1)
             nearest = torch.minimum(nearest, ((x - x[pick[:, 0]].unsqueeze(1)) ** 2).sum(-1))
         means = x[chosen]
-        variance = x.var(0, unbiased=False).clamp_min(1e-12)
-        if self.covariance == "spherical":
-            variance = variance.mean().expand(n_features)
-        variances = variance.expand(num_chains, n_components, n_features).clone()
+        if self.covariance == "full":
+            shape: tuple[int, ...] = (num_chains, n_components, n_features, n_features)
+            variances = _data_covariance(x).expand(shape).clone()
+        else:
+            variance = x.var(0, unbiased=False).clamp_min(1e-12)
+            if self.covariance == "spherical":
+                variance = variance.mean().expand(n_features)
+            variances = variance.expand(num_chains, n_components, n_features).clone()
         weights = torch.full(
             (num_chains, n_components), 1.0 / n_components, dtype=x.dtype, device=x.device
         )
         assignments = draw_assignments(x, weights, means, variances, generator)
         return self._as_state(weights, means, variances, assignments)
 
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        """Keys of the Gibbs state: "covariances" for covariance="full", else "variances"."""
+        return FULL_STATE_KEYS if self.covariance == "full" else STATE_KEYS
+
     def _as_state(
         self, weights: Tensor, means: Tensor, variances: Tensor, assignments: Tensor
     ) -> dict[str, Tensor]:
-        state = {
-            "weights": weights,
-            "means": means,
-            "variances": variances,
-            "assignments": assignments,
-        }
+        state = dict(zip(self.state_keys, (weights, means, variances, assignments)))
         return sort_state(state) if self.sort_components else state
 
     def _check_state(self, state: Any, x: Tensor) -> dict[str, Tensor]:
-        if not isinstance(state, dict) or set(state) != set(STATE_KEYS):
-            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise DataError(f"state must be a dict with keys {STATE_KEYS}, got {keys}")
+        keys = self.state_keys
+        if not isinstance(state, dict) or set(state) != set(keys):
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise DataError(
+                f"state must be a dict with keys {keys} (covariance={self.covariance!r}), "
+                f"got {found}"
+            )
         n_chains = int(torch.as_tensor(state["weights"]).shape[0])
         k, (n, d) = self.n_components, x.shape
         expected = {
             "weights": (n_chains, k),
             "means": (n_chains, k, d),
-            "variances": (n_chains, k, d),
+            keys[2]: (n_chains, k, d, d) if self.covariance == "full" else (n_chains, k, d),
             "assignments": (n_chains, n),
         }
         checked = {}
@@ -608,6 +674,8 @@ class GaussianMixture(Model):
             checked[key] = value.long() if key == "assignments" else value.to(x.dtype)
         if bool(((checked["assignments"] < 0) | (checked["assignments"] >= k)).any()):
             raise DataError(f"state['assignments'] must lie in 0..{k - 1}")
+        if self.covariance == "full" and not covariances_valid(checked[keys[2]], "full"):
+            raise DataError("state['covariances'] must be positive definite")
         return checked
 
     def gibbs_step(
@@ -617,37 +685,41 @@ class GaussianMixture(Model):
         generator: torch.Generator | None = None,
         evidence: Any = None,
     ) -> dict[str, Tensor]:
-        """One blocked Gibbs sweep for every chain: z | params, weights | z, (means, vars) | z, x.
+        """One blocked Gibbs sweep for every chain: z | params, weights | z, (means, cov) | z, x.
 
         Args:
-            state: {"weights", "means", "variances", "assignments"} with a leading chain axis.
+            state: {"weights", "means", "variances" (or "covariances" for "full"),
+                "assignments"} with a leading chain axis.
             generator: source of every draw.
             evidence: the observed data (n, D).
 
         Returns:
             The new state (same keys and shapes).
         """
-        self._check_gibbs_covariance()
         x = self._evidence(evidence)
         state = self._check_state(state, x)
         generator = generator if generator is not None else self.make_generator(None)
         prior = self.resolve_prior(x)
+        spread = self.state_keys[2]
         with torch.no_grad():
             assignments = draw_assignments(
-                x, state["weights"], state["means"], state["variances"], generator
+                x, state["weights"], state["means"], state[spread], generator
             )
             counts = component_counts(assignments, self.n_components, x.dtype)
             weights = draw_weights(counts, prior.weight_concentration, generator)
-            means, variances = draw_means_variances(x, assignments, counts, prior, generator)
+            draw = draw_means_covariances if prior.full else draw_means_variances
+            means, variances = draw(x, assignments, counts, prior, generator)
         return self._as_state(weights, means, variances, assignments)
 
     def unnormalized_log_prob(self, state: dict[str, Tensor], *, evidence: Any = None) -> Tensor:
         """Joint log density of (weights, means, variances, assignments, evidence), per chain.
 
-        Exact, constants included; with `sort_components` the sampled (ordered) posterior is
-        K! times it on the ordered region, a constant. Needs the evidence (n, D).
+        With covariance="full": Dirichlet(weights) + sum_k [InverseWishart(covariance_k) +
+        MultivariateNormal(mean_k | mean_prior, covariance_k / kappa)] + sum_i [log
+        weights[z_i] + log N(x_i | mean, covariance of z_i)]. Exact, constants included;
+        with `sort_components` the sampled (ordered) posterior is K! times it on the ordered
+        region, a constant. Needs the evidence (n, D).
         """
-        self._check_gibbs_covariance()
         x = self._evidence(evidence)
         state = self._check_state(state, x)
         prior = self.resolve_prior(x)
@@ -656,7 +728,7 @@ class GaussianMixture(Model):
                 x,
                 state["weights"],
                 state["means"],
-                state["variances"],
+                state[self.state_keys[2]],
                 state["assignments"],
                 prior,
             )
@@ -687,3 +759,35 @@ def _optional_values(value: Any, name: str, *, positive: bool) -> float | list[f
         raise DataError(f"{name} must be positive, got {value!r}")
     scalar = isinstance(value, (int, float)) or tensor.dim() == 0
     return float(tensor.reshape(-1)[0]) if scalar else tensor.tolist()
+
+
+def _optional_scale_matrix(value: Any) -> float | list[float] | list[list[float]] | None:
+    """None, a positive number, positive per-feature values or a symmetric positive-definite
+    matrix (JSON-able for get_config)."""
+    if value is None:
+        return None
+    name = "covariance_scale"
+    matrix = as_tensor(value, name, dtype=torch.float64)
+    if matrix.dim() < 2:
+        return _optional_values(value, name, positive=True)
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise DataError(
+            f"{name} must be a number, one value per feature or a square matrix, got "
+            f"shape {tuple(matrix.shape)}"
+        )
+    tolerance = 1e-10 * float(matrix.abs().max().clamp_min(1e-300))
+    if not bool(((matrix - matrix.T).abs() <= tolerance).all()):
+        raise DataError(f"{name} must be a symmetric matrix")
+    if not covariances_valid(matrix.unsqueeze(0), "full"):
+        raise DataError(f"{name} must be positive definite")
+    return matrix.tolist()
+
+
+def _data_covariance(x: Tensor) -> Tensor:
+    """The data's maximum-likelihood covariance (D, D), or its diagonal (variances clamped
+    positive) when it is not positive definite (fewer points than features, collinear
+    features, constant data)."""
+    covariance = torch.cov(x.T, correction=0).reshape(x.shape[1], x.shape[1])
+    if covariances_valid(covariance.unsqueeze(0), "full"):
+        return covariance
+    return torch.diag_embed(x.var(0, unbiased=False).clamp_min(1e-12))

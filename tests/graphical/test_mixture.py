@@ -466,11 +466,259 @@ def test_gibbs_bad_input_names_the_argument():
         gibbs(model, np.where(np.arange(40).reshape(20, 2) == 3, np.nan, x), num_samples=2)
     with pytest.raises(DataError, match="evidence .* is required"):
         model.initial_state(2)
-    with pytest.raises(DataError, match="covariance 'diag' or 'spherical'"):
-        gibbs(GaussianMixture(2, covariance="full"), x, num_samples=2)
+    full_state = GaussianMixture(2, covariance="full").initial_state(
+        2, generator=torch.Generator().manual_seed(0), evidence=x
+    )
+    with pytest.raises(DataError, match="keys .*'covariances'.*covariance='full'"):
+        GaussianMixture(2, covariance="full").gibbs_step(
+            {**full_state, "variances": full_state["means"]}, evidence=x
+        )
     fitted = GaussianMixture(2, covariance="diag", seed=0).double().fit(x)
     with pytest.raises(DataError, match="evidence has 3 features"):
         gibbs(fitted, np.zeros((5, 3)), num_samples=2)
     state = model.initial_state(2, generator=torch.Generator().manual_seed(0), evidence=x)
     with pytest.raises(DataError, match=r"state\['means'\]"):
         model.gibbs_step({**state, "means": state["means"][:, :1]}, evidence=x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gibbs with full covariances: Normal-Inverse-Wishart prior
+# ---------------------------------------------------------------------------------------------
+FULL_PRIOR = {
+    "weight_concentration": 2.0,
+    "mean_prior": [1.0, -1.0],
+    "mean_precision": 0.5,
+    "covariance_df": 5.0,
+    "covariance_scale": [[1.0, 0.2], [0.2, 0.8]],
+}
+
+
+def normal_inverse_wishart_posterior(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact posterior moments of (mean, covariance) of one Gaussian under FULL_PRIOR."""
+    n, n_features = x.shape
+    m0, kappa0 = np.array(FULL_PRIOR["mean_prior"]), FULL_PRIOR["mean_precision"]
+    nu0, psi0 = FULL_PRIOR["covariance_df"], np.array(FULL_PRIOR["covariance_scale"])
+    kappa, nu = kappa0 + n, nu0 + n
+    average = x.mean(0)
+    mean = (kappa0 * m0 + n * average) / kappa
+    scatter = (x - average).T @ (x - average)
+    psi = psi0 + scatter + kappa0 * n / kappa * np.outer(average - m0, average - m0)
+    # The mean's marginal posterior is multivariate t with nu - D + 1 degrees of freedom and
+    # scale matrix psi / (kappa (nu - D + 1)); each component is a scaled Student-t.
+    t_df = nu - n_features + 1
+    t_scale = psi / (kappa * t_df)
+    mean_sd = np.sqrt(np.diag(t_scale) * t_df / (t_df - 2))
+    return {
+        "mean": mean,
+        "mean_sd": mean_sd,
+        "covariance": psi / (nu - n_features - 1),
+        "covariance_sd": inverse_wishart_sd(nu, psi),
+    }
+
+
+def inverse_wishart_sd(df: float, scale: np.ndarray) -> np.ndarray:
+    """Entry-wise sd of InverseWishart(df, scale) (Press 1982, the closed-form variances)."""
+    p = scale.shape[0]
+    diagonal = np.diag(scale)
+    variance = ((df - p + 1) * scale**2 + (df - p - 1) * np.outer(diagonal, diagonal)) / (
+        (df - p) * (df - p - 1) ** 2 * (df - p - 3)
+    )
+    return np.sqrt(variance)
+
+
+def test_gibbs_one_component_full_matches_normal_inverse_wishart():
+    rng = np.random.default_rng(1)
+    x = rng.multivariate_normal([2.0, -0.5], [[2.0, 0.6], [0.6, 0.5]], size=40)
+    samples = gibbs(GaussianMixture(1, covariance="full", prior=FULL_PRIOR), x)
+    exact = normal_inverse_wishart_posterior(x)
+    assert set(samples) == {"weights", "means", "covariances", "assignments"}
+    assert samples["covariances"].shape == (8, 500, 1, 2, 2)
+    np.testing.assert_array_equal(samples["weights"], 1.0)
+    assert_matches(samples["means"][:, :, 0], exact["mean"], exact["mean_sd"])
+    covariances = samples["covariances"][:, :, 0]
+    np.testing.assert_array_equal(covariances, np.swapaxes(covariances, -1, -2))
+    assert_matches(covariances, exact["covariance"], exact["covariance_sd"])
+
+
+def test_inverse_wishart_draws_follow_the_distribution():
+    from probgen.inference.mixture import draw_inverse_wishart
+
+    scale = torch.tensor([[2.0, 0.5, -0.3], [0.5, 1.0, 0.2], [-0.3, 0.2, 0.7]], dtype=torch.float64)
+    df = torch.tensor(9.0, dtype=torch.float64)
+    n_draws = 20000
+    covariances, factors = draw_inverse_wishart(
+        df.expand(n_draws),
+        torch.linalg.cholesky(scale).expand(n_draws, 3, 3),
+        torch.Generator().manual_seed(0),
+    )
+    torch.testing.assert_close(factors @ factors.mT, covariances)
+    draws = covariances.numpy()
+    expected = scale.numpy() / (9.0 - 3 - 1)
+    standard_error = draws.std(0) / np.sqrt(n_draws)
+    assert (np.abs(draws.mean(0) - expected) < 4 * standard_error).all()
+    np.testing.assert_allclose(draws.std(0), inverse_wishart_sd(9.0, scale.numpy()), rtol=0.05)
+    # Each diagonal entry is InverseGamma((df - D + 1) / 2, scale_dd / 2).
+    for feature in range(3):
+        marginal = stats.invgamma((9.0 - 3 + 1) / 2, scale=float(scale[feature, feature]) / 2)
+        assert stats.kstest(draws[:, feature, feature], marginal.cdf).pvalue > 1e-3
+    again, _ = draw_inverse_wishart(
+        df.expand(n_draws),
+        torch.linalg.cholesky(scale).expand(n_draws, 3, 3),
+        torch.Generator().manual_seed(0),
+    )
+    assert torch.equal(again, covariances)
+
+
+def test_inverse_wishart_log_prob_matches_scipy():
+    from probgen.inference.mixture import draw_inverse_wishart, inverse_wishart_log_prob
+
+    scale = torch.tensor([[1.5, 0.4], [0.4, 0.9]], dtype=torch.float64)
+    df = torch.tensor(4.5, dtype=torch.float64)
+    covariances, _ = draw_inverse_wishart(
+        df.expand(5), torch.linalg.cholesky(scale).expand(5, 2, 2), torch.Generator().manual_seed(3)
+    )
+    ours = inverse_wishart_log_prob(covariances, df, scale).numpy()
+    theirs = [stats.invwishart(4.5, scale.numpy()).logpdf(c) for c in covariances.numpy()]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+
+
+def test_unnormalized_log_prob_full_is_the_joint_density():
+    x = three_blobs(12, seed=7)
+    model = GaussianMixture(3, covariance="full", prior=FULL_PRIOR)
+    state = model.initial_state(2, generator=torch.Generator().manual_seed(1), evidence=x)
+    state = model.gibbs_step(state, generator=torch.Generator().manual_seed(2), evidence=x)
+    values = model.unnormalized_log_prob(state, evidence=x).numpy()
+    assert values.shape == (2,)
+    m0, kappa = np.array(FULL_PRIOR["mean_prior"]), FULL_PRIOR["mean_precision"]
+    inverse_wishart = stats.invwishart(
+        FULL_PRIOR["covariance_df"], np.array(FULL_PRIOR["covariance_scale"])
+    )
+    for chain in range(2):
+        w = state["weights"][chain].numpy()
+        mu = state["means"][chain].numpy()
+        cov = state["covariances"][chain].numpy()
+        z = state["assignments"][chain].numpy()
+        expected = stats.dirichlet([FULL_PRIOR["weight_concentration"]] * 3).logpdf(w)
+        for k in range(3):
+            expected += inverse_wishart.logpdf(cov[k])
+            expected += stats.multivariate_normal(m0, cov[k] / kappa).logpdf(mu[k])
+            points = x[z == k]
+            if len(points):
+                expected += stats.multivariate_normal(mu[k], cov[k]).logpdf(points).sum()
+        expected += np.log(w[z]).sum()
+        assert values[chain] == pytest.approx(expected, rel=1e-10)
+
+
+def test_full_prior_defaults_reduce_to_the_diag_prior_in_one_dimension():
+    x = three_blobs(30, seed=2)
+    prior = GaussianMixture(2, covariance="full").resolve_prior(x)
+    x64 = torch.as_tensor(x)
+    assert float(prior.covariance_df) == 3.0  # n_features + 1
+    torch.testing.assert_close(prior.covariance_scale, 0.2 * torch.cov(x64.T, correction=0))
+    torch.testing.assert_close(prior.mean_prior, x64.mean(0))
+    # With D = 1 the default InverseWishart(2, 0.2 var) is InverseGamma(1, 0.1 var), the diag
+    # default: the two models' joint densities agree on the same state.
+    line = x[:, :1]
+    full = GaussianMixture(2, covariance="full")
+    state = full.initial_state(3, generator=torch.Generator().manual_seed(0), evidence=line)
+    state = full.gibbs_step(state, generator=torch.Generator().manual_seed(1), evidence=line)
+    diag_state = {**state, "variances": state["covariances"][..., 0]}
+    del diag_state["covariances"]
+    torch.testing.assert_close(
+        full.unnormalized_log_prob(state, evidence=line),
+        GaussianMixture(2, covariance="diag").unnormalized_log_prob(diag_state, evidence=line),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+
+
+def test_gibbs_full_two_separated_components_match_conjugate_posterior_given_labels():
+    rng = np.random.default_rng(2)
+    first = rng.multivariate_normal([-5.0, 0.0], [[1.0, 0.5], [0.5, 0.8]], size=60)
+    second = rng.multivariate_normal([5.0, 2.0], [[0.5, -0.3], [-0.3, 1.2]], size=40)
+    x = np.concatenate([first, second])
+    labels = np.repeat([0, 1], [60, 40])
+    # As in the diag test: the oracle conditions on the true labels, honest only because every
+    # point's other component is at least e^-30 less likely under the generating parameters.
+    truth = GaussianMixture(2, covariance="full").double()
+    truth.set_parameters(
+        weights=[0.6, 0.4],
+        means=[[-5.0, 0.0], [5.0, 2.0]],
+        covariances=[[[1.0, 0.5], [0.5, 0.8]], [[0.5, -0.3], [-0.3, 1.2]]],
+    )
+    log_odds = truth.predict_proba(x).clamp_min(1e-300).log()
+    assert (log_odds[np.arange(100), labels] - log_odds[np.arange(100), 1 - labels] > 30).all()
+
+    samples = gibbs(GaussianMixture(2, covariance="full", prior=FULL_PRIOR), x, warmup=50)
+    np.testing.assert_array_equal(samples["assignments"], np.broadcast_to(labels, (8, 500, 100)))
+    for component, points in enumerate((first, second)):
+        exact = normal_inverse_wishart_posterior(points)
+        assert_matches(samples["means"][:, :, component], exact["mean"], exact["mean_sd"])
+        assert_matches(
+            samples["covariances"][:, :, component], exact["covariance"], exact["covariance_sd"]
+        )
+    weights = stats.dirichlet([2.0 + 60, 2.0 + 40])
+    assert_matches(samples["weights"], weights.mean(), np.sqrt(weights.var()))
+    assert (np.diff(samples["means"][..., 0], axis=-1) > 0).all()
+    assert samples.summary()["r_hat"].dropna().max() < 1.01
+
+
+def test_sort_state_permutes_full_covariances_with_their_means():
+    from probgen.inference.mixture import sort_state
+
+    means = torch.tensor([[[3.0, 0.0], [1.0, 0.0], [2.0, 0.0]]])
+    covariances = torch.arange(1.0, 4.0).reshape(1, 3, 1, 1) * torch.eye(2)
+    state = {
+        "weights": torch.tensor([[0.25, 0.5, 0.25]]),
+        "means": means,
+        "covariances": covariances,
+        "assignments": torch.tensor([[0, 1, 2, 0]]),
+    }
+    ordered = sort_state(state)
+    assert ordered["means"][0, :, 0].tolist() == [1.0, 2.0, 3.0]
+    assert ordered["weights"][0].tolist() == [0.5, 0.25, 0.25]
+    assert ordered["covariances"][0, :, 0, 0].tolist() == [2.0, 3.0, 1.0]
+    assert ordered["assignments"][0].tolist() == [2, 0, 1, 2]
+
+
+def test_gibbs_full_same_seed_same_draws_and_lp():
+    x = gmm_blobs.data(n_samples=80)
+    model = GaussianMixture(3, covariance="full")
+    first = gibbs(model, x, num_chains=3, num_samples=20, warmup=5, seed=4)
+    again = gibbs(model, x, num_chains=3, num_samples=20, warmup=5, seed=4)
+    other = gibbs(model, x, num_chains=3, num_samples=20, warmup=5, seed=5)
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
+    assert not np.array_equal(first["covariances"], other["covariances"])
+    state = {name: torch.as_tensor(first[name][:, -1]) for name in first}
+    state["assignments"] = state["assignments"].long()
+    expected = model.unnormalized_log_prob(state, evidence=x).numpy()
+    np.testing.assert_allclose(first.stats["lp"][:, -1], expected, rtol=1e-10)
+
+
+def test_bad_full_prior_values_name_the_argument():
+    x = three_blobs(20)
+    with pytest.raises(DataError, match="covariance_df must be greater than n_features - 1"):
+        GaussianMixture(2, covariance="full", covariance_df=1.0).resolve_prior(x)
+    with pytest.raises(DataError, match="covariance_df must be a positive number"):
+        GaussianMixture(2, covariance="full", prior={"covariance_df": 0.0})
+    with pytest.raises(DataError, match="covariance_scale must be positive definite"):
+        GaussianMixture(2, covariance="full", covariance_scale=[[1.0, 2.0], [2.0, 1.0]])
+    with pytest.raises(DataError, match="covariance_scale must be a symmetric"):
+        GaussianMixture(2, covariance="full", covariance_scale=[[1.0, 0.5], [0.0, 1.0]])
+    with pytest.raises(DataError, match="covariance_scale must be positive"):
+        GaussianMixture(2, covariance="full", covariance_scale=-1.0)
+    with pytest.raises(DataError, match="covariance_scale has shape"):
+        GaussianMixture(2, covariance="full", covariance_scale=np.eye(3)).resolve_prior(x)
+    with pytest.raises(DataError, match="unknown key"):
+        GaussianMixture(2, covariance="full", prior={"covariance_dof": 3.0})
+    # Scalars and per-feature values are multiples of the identity and diagonals; the
+    # configuration round-trips through the constructor (JSON-able lists).
+    model = GaussianMixture(2, covariance="full", covariance_df=2.5, covariance_scale=[1.0, 2.0])
+    torch.testing.assert_close(
+        model.resolve_prior(x).covariance_scale, torch.diag(torch.tensor([1.0, 2.0])).double()
+    )
+    matrix = GaussianMixture(
+        2, covariance="full", covariance_scale=np.array([[1.0, 0.1], [0.1, 1.0]])
+    )
+    assert GaussianMixture(**matrix.get_config()).prior_settings == matrix.prior_settings
