@@ -722,3 +722,24 @@ def test_bad_full_prior_values_name_the_argument():
         2, covariance="full", covariance_scale=np.array([[1.0, 0.1], [0.1, 1.0]])
     )
     assert GaussianMixture(**matrix.get_config()).prior_settings == matrix.prior_settings
+
+
+@pytest.mark.gpu
+def test_cuda_fit_and_gibbs_match_cpu():
+    points = gmm_blobs.data(n_samples=300)
+    cpu = gmm_blobs.build(n_init=1, max_iter=30).fit(points)
+    cuda = gmm_blobs.build(n_init=1, max_iter=30).to("cuda").fit(points.to("cuda"))
+    torch.testing.assert_close(cuda.means.cpu(), cpu.means)
+    torch.testing.assert_close(cuda.log_prob(points.to("cuda")).cpu(), cpu.log_prob(points))
+    assert cuda.sample(5, seed=0).device.type == "cuda"
+    draws = probgen.sample_chains(
+        GaussianMixture(3, covariance="diag").to("cuda"),
+        "gibbs",
+        num_chains=2,
+        num_samples=20,
+        warmup=5,
+        seed=0,
+        evidence=points.to("cuda"),
+        progress=False,
+    )
+    assert np.isfinite(draws["means"]).all()
