@@ -15,7 +15,8 @@
 Usage:
     python benchmarks/neural_likelihood.py [--quick] [--threads N] [--only SECTION ...]
 
-`--only svi_overhead` re-runs that section alone and rewrites just its key in the results file.
+`--only SECTION` (e.g. `--only flows_vs_zuko`) re-runs that section alone and rewrites just
+its key in the results file.
 
 Writes benchmarks/results/neural_likelihood.json and prints a table.
 """
@@ -65,7 +66,16 @@ def _zuko_flow(kind: str, n_layers: int, hidden: tuple[int, ...], bins: int, bou
     return zuko.flows.RealNVP(2, transforms=n_layers, hidden_features=hidden)
 
 
-def _fit_zuko(flow: Any, train: torch.Tensor, epochs: int, batch_size: int, lr: float, seed: int):
+def _fit_zuko(
+    flow: Any,
+    train: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    max_steps: int | None = None,
+) -> float:
+    """The usual zuko training loop (Adam, shuffled minibatches); returns seconds per step."""
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     steps = 0
@@ -79,14 +89,49 @@ def _fit_zuko(flow: Any, train: torch.Tensor, epochs: int, batch_size: int, lr: 
             loss.backward()
             optimizer.step()
             steps += 1
+            if max_steps is not None and steps >= max_steps:
+                return (time.perf_counter() - started) / steps
     return (time.perf_counter() - started) / steps
 
 
-def flows_vs_zuko(quick: bool) -> list[dict[str, Any]]:
+def _alternating_step_times(
+    blocks: dict[str, Any], rounds: int, steps_per_block: int
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per step of each engine, timed in alternating blocks of steps.
+
+    `blocks[name](round_index)` runs `steps_per_block` training steps. Each round runs every
+    engine once, in an order that flips from round to round, so that the load of a shared
+    machine falls on both alike; wall and CPU (process) seconds per step are kept per block.
+    """
+    names = list(blocks)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            started, started_cpu = time.perf_counter(), time.process_time()
+            blocks[name](round_index)
+            wall[name].append((time.perf_counter() - started) / steps_per_block)
+            cpu[name].append((time.process_time() - started_cpu) / steps_per_block)
+    return {"wall": wall, "cpu": cpu}
+
+
+def flows_vs_zuko(quick: bool) -> dict[str, Any]:
+    """Held-out log-likelihood and time per training step of `Flow` and of zuko's flows.
+
+    Each pair is first fitted (same data, epochs, batch size and Adam settings) for the
+    held-out figures. The step times then come from further training of both fitted flows in
+    alternating blocks of `steps_per_block` steps (the order flips each round): a probgen block
+    is a `Flow.fit` call (its whole `fit_model` path: checks, shuffling, loss checks, history)
+    and a zuko block is the usual zuko loop, each with a fresh Adam optimiser per block. The
+    figure is the median of the per-round ratios, next to the ratios of median and of least
+    block times.
+    """
     n_train = 2000 if quick else 10_000
     n_test = 2000 if quick else 5000
     epochs = 4 if quick else 25
+    rounds = 3 if quick else 15
     batch_size, lr, n_layers, hidden, bins, bound = 256, 2e-3, 4, (64, 64), 8, 5.0
+    steps_per_block = math.ceil(n_train / batch_size)  # one epoch
     rows = []
     datasets = {
         "moons": (flow_moons.data("train", n=n_train), flow_moons.data("test", n=n_test), None),
@@ -98,58 +143,65 @@ def flows_vs_zuko(quick: bool) -> list[dict[str, Any]]:
     }
     for dataset, (train, test, true_log_prob) in datasets.items():
         for kind in ("realnvp", "maf", "nsf"):
+            settings = dict(n_layers=n_layers, hidden_dims=hidden, count_bins=bins, bound=bound)
             # Untimed warm-up of both libraries (lazy initialisation, allocator).
-            Flow(
-                2,
-                kind=kind,
-                n_layers=n_layers,
-                hidden_dims=hidden,
-                count_bins=bins,
-                bound=bound,
-                seed=0,
-            ).fit(train[:512], epochs=1, batch_size=batch_size)
+            Flow(2, kind=kind, seed=0, **settings).fit(train[:512], epochs=1, batch_size=batch_size)
             _fit_zuko(
-                _zuko_flow(kind, n_layers, hidden, bins, bound),
-                train[:512],
-                1,
-                batch_size,
-                lr,
-                seed=0,
+                _zuko_flow(kind, n_layers, hidden, bins, bound), train[:512], 1, batch_size, lr, 0
             )
             torch.manual_seed(0)
-            ours = Flow(
-                2,
-                kind=kind,
-                n_layers=n_layers,
-                hidden_dims=hidden,
-                count_bins=bins,
-                bound=bound,
-                seed=0,
-            )
+            ours = Flow(2, kind=kind, seed=0, **settings)
             started = time.perf_counter()
             ours.fit(train, epochs=epochs, batch_size=batch_size, lr=lr)
-            our_step = (time.perf_counter() - started) / ours.history_[-1]["steps"]
+            our_sequential = (time.perf_counter() - started) / ours.history_[-1]["steps"]
             our_ll = float(ours.log_prob(test).double().mean())
 
             torch.manual_seed(0)
             theirs = _zuko_flow(kind, n_layers, hidden, bins, bound)
-            their_step = _fit_zuko(theirs, train, epochs, batch_size, lr, seed=0)
+            their_sequential = _fit_zuko(theirs, train, epochs, batch_size, lr, seed=0)
             with torch.no_grad():
                 their_ll = float(theirs().log_prob(test).double().mean())
 
+            times = _alternating_step_times(
+                {
+                    "probgen": lambda r, flow=ours, data=train: flow.fit(
+                        data, epochs=1, batch_size=batch_size, lr=lr, seed=r
+                    ),
+                    "zuko": lambda r, flow=theirs, data=train: _fit_zuko(
+                        flow, data, 1, batch_size, lr, seed=r, max_steps=steps_per_block
+                    ),
+                },
+                rounds,
+                steps_per_block,
+            )
+            wall, cpu = times["wall"], times["cpu"]
+            ratios = [p / z for p, z in zip(wall["probgen"], wall["zuko"])]
+            cpu_ratios = [p / z for p, z in zip(cpu["probgen"], cpu["zuko"])]
             row = {
                 "dataset": dataset,
+                "kind": kind,
                 "n_parameters": sum(p.numel() for p in ours.parameters()),
                 "zuko_n_parameters": sum(p.numel() for p in theirs.parameters()),
-                "kind": kind,
                 "n_layers": n_layers,
                 "hidden_dims": list(hidden),
+                "batch_size": batch_size,
                 "epochs": epochs,
                 "n_train": n_train,
                 "n_test": n_test,
-                "probgen_seconds_per_step": our_step,
-                "zuko_seconds_per_step": their_step,
-                "time_ratio_probgen_over_zuko": our_step / their_step,
+                "rounds": rounds,
+                "steps_per_block": steps_per_block,
+                "probgen_seconds_per_step": statistics.median(wall["probgen"]),
+                "zuko_seconds_per_step": statistics.median(wall["zuko"]),
+                "time_ratio_probgen_over_zuko": statistics.median(ratios),
+                "ratio_of_median_times": statistics.median(wall["probgen"])
+                / statistics.median(wall["zuko"]),
+                "ratio_of_min_times": min(wall["probgen"]) / min(wall["zuko"]),
+                "ratio_per_round": ratios,
+                "cpu_time_ratio_probgen_over_zuko": statistics.median(cpu_ratios),
+                "sequential_fit_seconds_per_step": {
+                    "probgen": our_sequential,
+                    "zuko": their_sequential,
+                },
                 "probgen_test_log_prob": our_ll,
                 "zuko_test_log_prob": their_ll,
                 "log_prob_difference_probgen_minus_zuko": our_ll - their_ll,
@@ -159,10 +211,13 @@ def flows_vs_zuko(quick: bool) -> list[dict[str, Any]]:
             rows.append(row)
             print(
                 f"  flow {dataset:5s} {kind:7s} ours {our_ll:7.3f} zuko {their_ll:7.3f} "
-                f"time ratio {our_step / their_step:5.2f}",
+                f"step {row['probgen_seconds_per_step'] * 1e3:6.2f} ms vs "
+                f"{row['zuko_seconds_per_step'] * 1e3:6.2f} ms, ratio "
+                f"{row['time_ratio_probgen_over_zuko']:5.2f} (cpu "
+                f"{row['cpu_time_ratio_probgen_over_zuko']:5.2f})",
                 flush=True,
             )
-    return rows
+    return {"machine": machine(torch.get_num_threads()), "quick": quick, "rows": rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,7 +497,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _print_table(report: dict[str, Any]) -> None:
     print()
     print(f"threads={report['machine']['torch_threads']} cpus={report['machine']['cpu_count']}")
-    rows = report.get("flows_vs_zuko", [])
+    flows = report.get("flows_vs_zuko", [])
+    rows = flows["rows"] if isinstance(flows, dict) else flows
     if rows:
         print(
             f"{'data':6s} {'kind':8s} {'ours LL':>8s} {'zuko LL':>8s} {'true LL':>8s} "

@@ -198,14 +198,18 @@ def _make_optimizer(
 ) -> torch.optim.Optimizer:
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(parameters)
+    # The multi-tensor ("foreach") update, which torch picks by itself only on GPUs: the same
+    # arithmetic as the per-parameter loop (the same updates bit for bit), in a few batched
+    # calls instead of about ten small ones per parameter tensor, which dominate on a CPU.
+    options = {"lr": lr, "weight_decay": weight_decay, "foreach": True}
     if optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(parameters, **options)
     if optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(parameters, **options)
     if optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return torch.optim.SGD(parameters, momentum=0.9, **options)
     if optimizer == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=lr, weight_decay=weight_decay)
+        return torch.optim.RMSprop(parameters, **options)
     raise DataError(
         f"optimizer must be one of {', '.join(map(repr, _OPTIMIZERS))} or a callable "
         f"(parameters -> torch.optim.Optimizer); got {optimizer!r}"

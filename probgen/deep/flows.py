@@ -223,6 +223,12 @@ class Flow(Model):
             if seed is not None:
                 torch.manual_seed(int(seed))
             self.layers, self._transforms = self._build_layers()
+        # Which transforms act elementwise (their log-determinants are summed over the
+        # features when scoring); conditional layers act on whole vectors.
+        self._elementwise = [
+            not isinstance(transform, ConditionalTransform) and transform.domain.event_dim == 0
+            for transform in self._transforms
+        ]
         # Batch normalisation layers use their running statistics outside fit.
         self.eval()
 
@@ -405,7 +411,37 @@ class Flow(Model):
         if self.n_levels is not None:
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + noise
-        return self.distribution(context).log_prob(x)
+        return self._flow_log_prob(x, context)
+
+    def _flow_log_prob(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """`self.distribution(context).log_prob(x)`, computed without building the distribution.
+
+        The same transforms are called in the same order with the same arithmetic as
+        `TransformedDistribution.log_prob`, so values and gradients are identical bit for bit.
+        What is skipped is per-call bookkeeping that is fixed for a flow: building the
+        distribution and its composed transform, and reading each transform's domain and
+        codomain (Pyro builds new constraint objects on each read) to know which log-determinants
+        to sum. Here that is read once, at construction (`_elementwise`): the log-determinants
+        of elementwise transforms (batch normalisation, the logit preprocessing) are summed
+        over the features; those of the flow layers already are. No transform changes the
+        event rank, so the distribution's event stays one vector throughout.
+        """
+        preprocessing = self._preprocessing_transforms()
+        steps = [
+            *zip(self._transforms, self._elementwise),
+            *((transform, transform.domain.event_dim == 0) for transform in preprocessing),
+        ]
+        log_prob: torch.Tensor | float = 0.0
+        value = x
+        for transform, elementwise in reversed(steps):
+            if context is not None and isinstance(transform, ConditionalTransform):
+                transform = transform.condition(context)
+            previous = transform.inv(value)
+            log_det = transform.log_abs_det_jacobian(previous, value)
+            log_prob = log_prob - (log_det.sum(-1) if elementwise else log_det)
+            value = previous
+        base = dist.Normal(self.base_loc, self.base_scale, validate_args=False)
+        return log_prob + base.log_prob(value).sum(-1)
 
     def _loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         x, context = batch if isinstance(batch, tuple) and len(batch) == 2 else (batch[0], None)
