@@ -10,7 +10,9 @@ scores data exactly with the change-of-variables formula. Layers come from Pyro:
   each layer is used through `.inv` (a MAF: one network pass per `log_prob`, `dim` passes per
   sample);
 - ``"nsf"``: rational-quadratic spline autoregressive layers (neural spline flow), also through
-  `.inv`; ``"nsf_coupling"`` uses spline coupling layers instead;
+  `.inv`; Pyro's `SplineAutoregressive` with its spline arithmetic replaced by the leaner
+  `probgen.deep.splines.rational_quadratic_spline` (same values to rounding);
+  ``"nsf_coupling"`` uses Pyro's (rational-linear) spline coupling layers instead;
 - optional batch normalisation between layers.
 
 Conditional flows (`context_dim`) use Pyro's conditional transforms. For image or integer data
@@ -31,17 +33,20 @@ Example:
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 from pyro.distributions.conditional import ConditionalTransform
+from pyro.distributions.transforms.spline import ConditionalSpline, ConditionedSpline
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch import nn
 from torch.distributions import transforms as torch_transforms
 
 from probgen.data import as_tensor, check_choice, check_positive_int
+from probgen.deep.splines import rational_quadratic_spline
 from probgen.density import LogProbKind, Model
 from probgen.errors import DataError
 from probgen.training import fit_with_model_settings
@@ -130,6 +135,64 @@ class _ConditionalInverse(ConditionalTransform):
 
     def condition(self, context: torch.Tensor) -> torch_transforms.Transform:
         return _scoring_direction(self.layer.condition(context))
+
+
+class _QuadraticSpline(ConditionedSpline):
+    """Pyro's conditioned spline, with `rational_quadratic_spline` doing the arithmetic.
+
+    `_params` gives the packed unconstrained parameters (*batch, dim, 3 K - 1); Pyro's
+    caching and log-determinant bookkeeping are inherited unchanged.
+    """
+
+    def __init__(self, params: Any, bound: float) -> None:
+        super().__init__(params, bound=bound, order="quadratic")
+
+    def spline_op(self, x: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, ...]:
+        params = self._params() if callable(self._params) else self._params
+        return rational_quadratic_spline(x, params, bound=self.bound, inverse=inverse)
+
+
+class _ConditionalQuadraticSpline(ConditionalSpline):
+    """Pyro's `ConditionalSpline` fed by an autoregressive network, for rational-quadratic
+    splines: the network's (widths, heights, derivatives), each (*batch, n, dim), are packed
+    once into a contiguous (*batch, dim, 3 K - 1) block (Pyro normalises transposed views)."""
+
+    def _packed_params(self, context: torch.Tensor) -> torch.Tensor:
+        widths, heights, derivatives = self.nn(context)
+        return torch.cat((widths.mT, heights.mT, derivatives.mT), dim=-1)
+
+    def condition(self, context: torch.Tensor) -> _QuadraticSpline:
+        return _QuadraticSpline(partial(self._packed_params, context), bound=self.bound)
+
+
+class _QuadraticSplineAutoregressive(T.SplineAutoregressive):
+    """Pyro's `SplineAutoregressive` (order "quadratic") with the leaner spline arithmetic.
+
+    The modules and their names are Pyro's (`arn`, `spline.nn`), so state dicts are
+    interchangeable with `T.SplineAutoregressive`.
+    """
+
+    def __init__(self, input_dim: int, autoregressive_nn: Any, count_bins: int, bound: float):
+        super().__init__(
+            input_dim, autoregressive_nn, count_bins=count_bins, bound=bound, order="quadratic"
+        )
+        self.spline = _ConditionalQuadraticSpline(
+            autoregressive_nn, input_dim, count_bins, bound, "quadratic"
+        )
+
+
+class _ConditionalQuadraticSplineAutoregressive(T.ConditionalSplineAutoregressive):
+    """Pyro's `ConditionalSplineAutoregressive` (order "quadratic") whose conditioned layers
+    use the leaner spline arithmetic."""
+
+    def condition(self, context: torch.Tensor) -> _QuadraticSplineAutoregressive:
+        # As Pyro's `condition`, returning the leaner layer.
+        network = partial(self.nn, context=context)
+        network.permutation = network.func.permutation  # type: ignore[attr-defined]
+        network.get_permutation = network.func.get_permutation  # type: ignore[attr-defined]
+        return _QuadraticSplineAutoregressive(
+            self.input_dim, network, self.kwargs["count_bins"], self.kwargs["bound"]
+        )
 
 
 class Flow(Model):
@@ -285,11 +348,17 @@ class Flow(Model):
         param_dims = [bins, bins, bins - 1]
         if self.spline_order == "linear":
             param_dims.append(bins)
-        options = dict(count_bins=bins, bound=self.bound, order=self.spline_order)
         network = self._autoregressive_network(hidden, param_dims)
+        if self.spline_order == "linear":
+            options = dict(count_bins=bins, bound=self.bound, order="linear")
+            if self.context_dim is None:
+                return T.SplineAutoregressive(self.dim, network, **options)
+            return T.ConditionalSplineAutoregressive(self.dim, network, **options)
         if self.context_dim is None:
-            return T.SplineAutoregressive(self.dim, network, **options)
-        return T.ConditionalSplineAutoregressive(self.dim, network, **options)
+            return _QuadraticSplineAutoregressive(self.dim, network, bins, self.bound)
+        return _ConditionalQuadraticSplineAutoregressive(
+            self.dim, network, count_bins=bins, bound=self.bound
+        )
 
     def _autoregressive_network(self, hidden: list[int], param_dims: list[int]) -> nn.Module:
         # The natural feature order in every layer (Pyro would draw a random one): with the
