@@ -31,6 +31,7 @@ Usage:
     python benchmarks/hmm_vs_hmmlearn.py --quick        # a few seconds
     python benchmarks/hmm_vs_hmmlearn.py --threads 2    # one thread count only
     python benchmarks/hmm_vs_hmmlearn.py --no-pomegranate   # skip pomegranate if installed
+    python benchmarks/hmm_vs_hmmlearn.py --cases a --out /tmp/a.json   # case (a) only
 """
 
 from __future__ import annotations
@@ -331,55 +332,62 @@ def forward_case(name, parameters, n_sequences, length, seed, repeats, pomegrana
     }
 
 
-def run_cases(quick: bool, pomegranate: torch.dtype | None) -> list[dict[str, Any]]:
-    """Every case once, at the current torch thread count (pomegranate: its dtype, or None)."""
+def run_cases(
+    quick: bool, pomegranate: torch.dtype | None, selected: str = "abc"
+) -> list[dict[str, Any]]:
+    """The `selected` cases once, at the current torch thread count (pomegranate: its dtype)."""
     scale = 0.1 if quick else 1.0
     n_iter = 5 if quick else 20
+    # Every case's parameters are drawn in order whichever are run, so a case's data and
+    # starting point do not depend on the selection.
     rng = np.random.default_rng(0)
     threads = torch.get_num_threads()
     cases = []
     truth = gaussian_parameters(rng, 8, 4, spread=3.0)
     start = gaussian_parameters(rng, 8, 4, spread=3.0)
-    cases.append(
-        em_case(
-            "(a) gaussian diag EM, 8 states, 4 features",
-            "gaussian",
-            truth,
-            start,
-            int(500 * scale),
-            200,
-            n_iter,
-            seed=1,
-            pomegranate=pomegranate,
+    if "a" in selected:
+        cases.append(
+            em_case(
+                "(a) gaussian diag EM, 8 states, 4 features",
+                "gaussian",
+                truth,
+                start,
+                int(500 * scale),
+                200,
+                n_iter,
+                seed=1,
+                pomegranate=pomegranate,
+            )
         )
-    )
     truth = categorical_parameters(rng, 16, 32)
     start = categorical_parameters(rng, 16, 32)
-    cases.append(
-        em_case(
-            "(b) categorical EM, 16 states, 32 symbols",
-            "categorical",
-            truth,
-            start,
-            int(1000 * scale),
-            100,
-            n_iter,
-            seed=2,
-            pomegranate=pomegranate,
+    if "b" in selected:
+        cases.append(
+            em_case(
+                "(b) categorical EM, 16 states, 32 symbols",
+                "categorical",
+                truth,
+                start,
+                int(1000 * scale),
+                100,
+                n_iter,
+                seed=2,
+                pomegranate=pomegranate,
+            )
         )
-    )
     truth = gaussian_parameters(rng, 64, 4, spread=4.0)
-    cases.append(
-        forward_case(
-            "(c) forward pass, 64 gaussian states, 4 features",
-            truth,
-            int(200 * scale),
-            200,
-            seed=3,
-            repeats=3,
-            pomegranate=pomegranate,
+    if "c" in selected:
+        cases.append(
+            forward_case(
+                "(c) forward pass, 64 gaussian states, 4 features",
+                truth,
+                int(200 * scale),
+                200,
+                seed=3,
+                repeats=3,
+                pomegranate=pomegranate,
+            )
         )
-    )
     return [{"torch_threads": threads, **case} for case in cases]
 
 
@@ -402,6 +410,13 @@ def main() -> None:
         default="float64",
         help="dtype pomegranate runs in (default float64, as probgen and hmmlearn here)",
     )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=["a", "b", "c"],
+        default=["a", "b", "c"],
+        help="which cases to run (default: all three; the same data whichever are chosen)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -411,11 +426,12 @@ def main() -> None:
     cases = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        cases.extend(run_cases(args.quick, pomegranate))
+        cases.extend(run_cases(args.quick, pomegranate, "".join(args.cases)))
 
     result = {
         "benchmark": "hmm_vs_hmmlearn",
         "quick": args.quick,
+        "cases_run": args.cases,
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),

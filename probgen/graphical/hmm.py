@@ -658,8 +658,11 @@ class HMM(Model):
         mask = None if batch.complete else batch.mask_tm
         inputs = batch.emission_inputs(emission)
         workspace = batch.workspace
-        buffer = workspace.buffer(
-            "emission_probs", (max_length, self.n_states, n_sequences), self.start_probs
+        buffer = workspace.state_major(
+            "emission_probs",
+            (max_length, self.n_states, n_sequences),
+            self.start_probs,
+            state_outer=emission.state_outer(inputs),
         )
         emission_probs, offsets = emission.scaled_probs(inputs, mask, out=buffer)
         expected = hmm_inference.expected_statistics_state_major(
@@ -824,9 +827,9 @@ class HMM(Model):
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     def _parameters_finite(self) -> bool:
-        return all(
-            torch.isfinite(v).all() for v in self.state_dict().values() if v.is_floating_point()
-        )
+        # One check over all parameters (EM calls this every iteration).
+        values = [v.reshape(-1) for v in self.state_dict().values() if v.is_floating_point()]
+        return not values or bool(torch.isfinite(torch.cat(values)).all())
 
     def _fit_em(self, batch: _Batch, n_steps: int, bar: Any) -> tuple[list[float], bool]:
         history: list[float] = []

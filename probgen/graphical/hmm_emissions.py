@@ -12,7 +12,8 @@ time-step loops: `prepare` turns time-major values into what a family needs once
 `posterior_statistics` the sufficient statistics under state-major posteriors. The defaults go
 through `log_prob` and `statistics`; families override them where a layout-aware version is
 faster (categorical: a gather from a per-symbol table; diagonal Gaussians: one matrix product
-with quadratic features for both).
+with quadratic features for both, over all steps at once, with the arrays stored state-outer:
+see `state_outer` and `probgen.inference.hmm.state_major_empty`).
 
 Built-in families: `CategoricalEmission`, `GaussianEmission` (diag, full, spherical, tied
 covariances), `GaussianMixtureEmission`, `PoissonEmission`; `TorchDistributionEmission` wraps
@@ -37,9 +38,17 @@ from torch import nn
 from torch.distributions import biject_to
 
 from probgen.errors import DataError
-from probgen.inference.hmm import neutral_padding, scale_state_major
+from probgen.inference.hmm import (
+    neutral_padding,
+    scale_state_major,
+    state_major_empty,
+    states_by_steps,
+    states_by_steps_view,
+    summed_step_products,
+)
 
 _LOG_2PI = math.log(2 * math.pi)
+_LOG2_E = 1.0 / math.log(2.0)
 # Largest (n_values * n_components * n_features) block evaluated at once in Gaussian log-densities.
 _BLOCK_ELEMENTS = 2**22
 _RATE_FLOOR = 1e-8
@@ -116,6 +125,15 @@ class Emission(nn.Module):
         """
         return None
 
+    def state_outer(self, inputs: Any) -> bool:
+        """Whether the e-step's arrays for these prepared inputs should be stored state-outer.
+
+        State-outer storage (`probgen.inference.hmm.state_major_empty`) turns sums over all
+        steps into single matrix products, at a small cost to the time-step loops; families
+        whose `scaled_probs` and `posterior_statistics` are such products choose it.
+        """
+        return False
+
     def scaled_probs(
         self, inputs: Any, mask_tm: torch.Tensor | None, *, out: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +161,9 @@ class Emission(nn.Module):
         The posteriors are zero on padded steps, so those steps add nothing.
         """
         values = inputs.reshape(-1, *self.event_shape)
-        weights = posteriors.transpose(1, 2).reshape(-1, self.n_states)
+        # (T * B, S) in the time-major order of `values`: the transpose of a view when the
+        # posteriors are stored state-outer, so `weights.t() @ ...` is a plain matrix product.
+        weights = states_by_steps(posteriors).t()
         return self.statistics(values, weights)
 
     # ---- shared defaults -----------------------------------------------------------------
@@ -518,10 +538,11 @@ class GaussianComponents(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """`statistics` from time-major features (T, B, F) and state-major weights (T, K, B).
 
-        One batched product (summed over steps) gives every weighted sum at once.
+        One matrix product over all steps, (K, T * B) x (T * B, F), gives every weighted sum at
+        once (a batched one unless the posteriors are stored state-outer).
         """
         n = self.n_features
-        sums = torch.bmm(posteriors, features.values).sum(0)  # (K, F)
+        sums = summed_step_products(posteriors, features.values)  # (K, F)
         if features.complete:
             weight = sums[:, 2 * n]
             feature_weight = weight.unsqueeze(1).expand(-1, n).contiguous()
@@ -752,15 +773,30 @@ class GaussianEmission(Emission):
     def prepare_key(self) -> torch.Tensor | None:
         return self.components.center
 
+    def state_outer(self, inputs: Any) -> bool:
+        return isinstance(inputs, QuadraticFeatures)
+
     def scaled_probs(
         self, inputs: Any, mask_tm: torch.Tensor | None, *, out: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(inputs, QuadraticFeatures):
             return super().scaled_probs(inputs, mask_tm, out=out)
-        # (K, F) x (T, F, B) -> (T, K, B): the state-major layout straight from the product.
-        weights = self.components.quadratic_weights(inputs.complete)
-        log_probs = torch.matmul(weights, inputs.values.transpose(-1, -2), out=out)
-        return scale_state_major(log_probs, mask_tm)
+        # (K, F) x (F, T * B) -> (K, T * B): one matrix product writes the state-major layout
+        # (stored state-outer) directly. The weights are scaled to give log2-densities, which
+        # `scale_state_major` exponentiates with the faster exp2 at no extra pass.
+        weights = self.components.quadratic_weights(inputs.complete) * _LOG2_E
+        length, n_sequences, width = inputs.values.shape
+        features = inputs.values.reshape(length * n_sequences, width)
+        if out is None:
+            out = state_major_empty((length, self.n_states, n_sequences), features)
+        matrix = states_by_steps_view(out)
+        if matrix is None:  # a caller's buffer stored otherwise
+            out.copy_(
+                torch.mm(weights, features.t()).reshape(out.shape[1], length, -1).transpose(0, 1)
+            )
+        else:
+            torch.mm(weights, features.t(), out=matrix)
+        return scale_state_major(out, mask_tm, base_two=True)
 
     def posterior_statistics(
         self, inputs: Any, posteriors: torch.Tensor

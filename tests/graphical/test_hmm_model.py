@@ -487,3 +487,43 @@ def test_prepared_emission_inputs_follow_a_new_centre():
     torch.testing.assert_close(reused_log_likelihoods, fresh_log_likelihoods)
     for key in fresh:
         torch.testing.assert_close(reused[key], fresh[key])
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_gaussian_scaled_probs_agree_in_every_buffer_storage(missing):
+    """Diagonal Gaussian emissions write log2-densities into any (T, S, B) buffer correctly."""
+    from probgen.graphical.hmm_emissions import GaussianEmission
+
+    generator = torch.Generator().manual_seed(7)
+    emission = GaussianEmission(n_states=3, n_features=2).double()
+    emission.components.means = torch.randn(3, 2, dtype=torch.float64, generator=generator)
+    emission.components.covariance_storage = 0.5 + torch.rand(
+        3, 2, dtype=torch.float64, generator=generator
+    )
+    values_tm = torch.randn(5, 4, 2, dtype=torch.float64, generator=generator)  # (T, B, D)
+    if missing:
+        values_tm[1, 2, 0] = math.nan
+    inputs = emission.prepare(values_tm)
+    assert emission.state_outer(inputs)
+    # Oracle: torch's own densities, scaled per step by their largest value.
+    log_probs = emission.distribution().log_prob(values_tm.nan_to_num().unsqueeze(-2))
+    if missing:
+        observed = emission.components.means.new_tensor([1.0, 1.0]).expand(5, 4, 2).clone()
+        observed[1, 2, 0] = 0.0
+        variances = emission.components.variances()
+        centred = values_tm.nan_to_num().unsqueeze(-2) - emission.components.means
+        per_feature = -0.5 * (centred.square() / variances + torch.log(2 * math.pi * variances))
+        log_probs = (per_feature * observed.unsqueeze(-2)).sum(-1)
+    expected_offsets = log_probs.amax(-1)
+    expected = (log_probs - expected_offsets.unsqueeze(-1)).exp().transpose(1, 2)
+    shape = (5, 3, 4)
+    for out in (
+        None,
+        torch.empty(shape, dtype=torch.float64),
+        inference.state_major_empty(shape, values_tm),
+    ):
+        probs, offsets = emission.scaled_probs(inputs, None, out=out)
+        torch.testing.assert_close(probs, expected)
+        torch.testing.assert_close(offsets, expected_offsets)
+        if out is not None:
+            assert probs.data_ptr() == out.data_ptr()

@@ -278,3 +278,61 @@ def test_scale_state_major_marks_impossible_and_padded_steps():
     expected_peaks = torch.ones(4, 2, dtype=DTYPE)
     expected_peaks[1, 0] = 0.0
     torch.testing.assert_close(probs.amax(1), expected_peaks)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_state_outer_storage_matches_enumeration_and_its_workspace_keeps_it(ragged):
+    """The e-step core on state-outer storage (as diagonal Gaussian EM uses it)."""
+    n_states, n_sequences, max_length = 3, 4, 5
+    start, transition = random_hmm(n_states, 30)
+    lengths = torch.tensor([5, 2, 4, 5]) if ragged else torch.full((n_sequences,), max_length)
+    mask_tm = inference.length_mask(lengths, n_sequences, max_length, torch.device("cpu")).t()
+    mask_tm = mask_tm if ragged else None
+    log_probs = random_emissions((max_length, n_states, n_sequences), 31)
+    workspace = inference.Workspace()
+    stored = workspace.state_major(
+        "emission_probs", tuple(log_probs.shape), log_probs, state_outer=True
+    )
+    assert inference.is_state_outer(stored)
+    probs, offsets = inference.scale_state_major(stored.copy_(log_probs), mask_tm)
+    stats = inference.expected_statistics_state_major(
+        start, transition, probs, offsets, mask_tm, workspace=workspace
+    )
+    # The loops kept the storage of the emissions, so the pair sums were one product.
+    assert inference.is_state_outer(stats.posteriors)
+    expected_counts = torch.zeros(n_states, n_states, dtype=DTYPE)
+    for i, length in enumerate(lengths.tolist()):
+        all_paths, scores = brute_force(start, transition, log_probs[:length, :, i])
+        torch.testing.assert_close(stats.log_likelihood[i], torch.logsumexp(scores, 0))
+        torch.testing.assert_close(
+            stats.posteriors[:length, :, i], brute_posteriors(all_paths, scores, n_states)
+        )
+        assert (stats.posteriors[length:, :, i] == 0).all()
+        expected_counts += brute_transition_counts(all_paths, scores, n_states)
+    torch.testing.assert_close(stats.transition_counts, expected_counts)
+
+
+def test_scale_state_major_takes_base_two_log_densities():
+    log_probs = random_emissions((4, 3, 2), 32)
+    log_probs[1, :, 0] = -torch.inf
+    natural = inference.scale_state_major(log_probs.clone())
+    base_two = inference.scale_state_major(log_probs / torch.log(torch.tensor(2.0)), base_two=True)
+    torch.testing.assert_close(base_two[0], natural[0])
+    torch.testing.assert_close(base_two[1], natural[1])
+    assert base_two[1][1, 0] == -torch.inf
+    torch.testing.assert_close(
+        natural[0].amax(1)[natural[1].isfinite()], torch.ones(7, dtype=DTYPE)
+    )
+
+
+@pytest.mark.parametrize("state_outer", [False, True])
+def test_summed_step_products_match_einsum_in_either_storage(state_outer):
+    left = random_emissions((6, 3, 5), 33)
+    right = random_emissions((6, 5, 4), 34)
+    if state_outer:
+        left = inference.state_major_empty(tuple(left.shape), left).copy_(left)
+    expected = torch.einsum("tsb,tbk->sk", left, right)
+    torch.testing.assert_close(inference.summed_step_products(left, right), expected)
+    # The expected transition counts' form: steps 0..T-2 against steps 1..T-1, transposed.
+    shifted = inference.summed_step_products(left[:-1], left[1:].transpose(1, 2))
+    torch.testing.assert_close(shifted, torch.einsum("tib,tjb->ij", left[:-1], left[1:]))
