@@ -24,8 +24,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -196,6 +198,26 @@ class Model(nn.Module):
             return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         except NotImplementedError:
             return ""
+
+
+@contextlib.contextmanager
+def seeded_initialisation(seed: int | None) -> Iterator[None]:
+    """Build layers with initial weights drawn from `seed`, leaving the global RNG as it was.
+
+    With `seed=None` the layers draw from the global random state, as torch layers do.
+
+    Example:
+        >>> with seeded_initialisation(0):
+        ...     first = torch.nn.Linear(2, 2).weight
+        >>> with seeded_initialisation(0):
+        ...     second = torch.nn.Linear(2, 2).weight
+        >>> torch.equal(first, second)
+        True
+    """
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        yield
 
 
 def _resize_entry(module: nn.Module, name: str, value: torch.Tensor) -> None:

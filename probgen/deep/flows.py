@@ -47,7 +47,7 @@ from torch.distributions import transforms as torch_transforms
 
 from probgen.data import as_tensor, check_choice, check_positive_int
 from probgen.deep.splines import rational_quadratic_spline
-from probgen.density import LogProbKind, Model
+from probgen.density import LogProbKind, Model, seeded_initialisation
 from probgen.errors import DataError
 from probgen.training import fit_with_model_settings
 
@@ -282,9 +282,7 @@ class Flow(Model):
 
         self.register_buffer("base_loc", torch.zeros(self.dim))
         self.register_buffer("base_scale", torch.ones(self.dim))
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(int(seed))
+        with seeded_initialisation(seed):
             self.layers, self._transforms = self._build_layers()
         # Which transforms act elementwise (their log-determinants are summed over the
         # features when scoring); conditional layers act on whole vectors.

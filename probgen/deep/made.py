@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probgen.data import as_tensor, check_choice, check_positive_int
-from probgen.density import LogProbKind, Model
+from probgen.density import LogProbKind, Model, seeded_initialisation
 from probgen.errors import DataError
 
 _MAX_SUPPORT = 2**20
@@ -166,16 +166,19 @@ class MADE(Model):
         # Categorical inputs enter one-hot; Bernoulli outputs need one logit per variable.
         self._in_per_variable = 1 if self.likelihood == "bernoulli" else self.n_categories
         self._out_per_variable = 1 if self.likelihood == "bernoulli" else self.n_categories
-        widths = [self.n_inputs * self._in_per_variable, *self.hidden_dims]
-        self.layers = nn.ModuleList(
-            MaskedLinear(a, b, self.n_masks) for a, b in zip(widths[:-1], widths[1:])
-        )
-        self.output = MaskedLinear(widths[-1], self.n_inputs * self._out_per_variable, self.n_masks)
-        self.direct = (
-            MaskedLinear(widths[0], self.n_inputs * self._out_per_variable, self.n_masks, False)
-            if self.direct_connection
-            else None
-        )
+        # Seeded initial weights without touching the caller's global random state.
+        with seeded_initialisation(seed):
+            widths = [self.n_inputs * self._in_per_variable, *self.hidden_dims]
+            self.layers = nn.ModuleList(
+                MaskedLinear(a, b, self.n_masks) for a, b in zip(widths[:-1], widths[1:])
+            )
+            n_outputs = self.n_inputs * self._out_per_variable
+            self.output = MaskedLinear(widths[-1], n_outputs, self.n_masks)
+            self.direct = (
+                MaskedLinear(widths[0], n_outputs, self.n_masks, False)
+                if self.direct_connection
+                else None
+            )
         self.register_buffer("orders", torch.zeros(self.n_masks, self.n_inputs, dtype=torch.long))
         self._build_masks()
         # Which mask set the next training minibatch uses; a buffer so that checkpoints (and

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probgen.data import as_tensor, check_positive_int
-from probgen.density import LogProbKind, Model
+from probgen.density import LogProbKind, Model, seeded_initialisation
 from probgen.errors import DataError
 
 _MAX_SUPPORT = 2**16
@@ -172,15 +172,17 @@ class PixelCNN(Model):
         self.seed = seed
         self.event_shape = torch.Size(shape)
 
-        self.layers = nn.ModuleList(
-            [GatedLayer(channels, self.n_filters, channels, first_kernel_size, first=True)]
-            + [
-                GatedLayer(self.n_filters, self.n_filters, channels, kernel_size, first=False)
-                for _ in range(self.n_layers - 1)
-            ]
-        )
-        self.output_hidden = nn.Conv2d(self.n_filters, self.output_filters, 1)
-        self.output_logits = nn.Conv2d(self.output_filters, channels * self.n_levels, 1)
+        # Seeded initial weights without touching the caller's global random state.
+        with seeded_initialisation(seed):
+            self.layers = nn.ModuleList(
+                [GatedLayer(channels, self.n_filters, channels, first_kernel_size, first=True)]
+                + [
+                    GatedLayer(self.n_filters, self.n_filters, channels, kernel_size, first=False)
+                    for _ in range(self.n_layers - 1)
+                ]
+            )
+            self.output_hidden = nn.Conv2d(self.n_filters, self.output_filters, 1)
+            self.output_logits = nn.Conv2d(self.output_filters, channels * self.n_levels, 1)
         hidden = hidden_groups(self.n_filters, channels)
         out_hidden = hidden_groups(self.output_filters, channels)
         logit_groups = torch.arange(channels).repeat_interleave(self.n_levels)

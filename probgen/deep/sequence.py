@@ -23,7 +23,7 @@ from torch import nn
 
 from probgen.data import Sequences, as_sequences, check_choice, check_positive_int
 from probgen.deep.tokenizer import CharTokenizer
-from probgen.density import LogProbKind, Model
+from probgen.density import LogProbKind, Model, seeded_initialisation
 from probgen.errors import DataError
 
 _MAX_SUPPORT = 2**16
@@ -106,34 +106,36 @@ class SequenceModel(Model):
         self.begin_token = self.vocab_size
         self.event_shape = torch.Size()
 
-        if self.arch == "transformer":
-            if self.hidden_dim % self.n_heads:
-                raise DataError(
-                    f"hidden_dim ({hidden_dim}) must be a multiple of n_heads ({n_heads})"
+        # Seeded initial weights without touching the caller's global random state.
+        with seeded_initialisation(seed):
+            if self.arch == "transformer":
+                if self.hidden_dim % self.n_heads:
+                    raise DataError(
+                        f"hidden_dim ({hidden_dim}) must be a multiple of n_heads ({n_heads})"
+                    )
+                self.embedding = nn.Embedding(self.vocab_size + 1, self.hidden_dim)
+                self.position = nn.Embedding(self.max_length, self.hidden_dim)
+                layer = nn.TransformerEncoderLayer(
+                    self.hidden_dim,
+                    self.n_heads,
+                    dim_feedforward=4 * self.hidden_dim,
+                    dropout=self.dropout,
+                    batch_first=True,
+                    norm_first=True,
                 )
-            self.embedding = nn.Embedding(self.vocab_size + 1, self.hidden_dim)
-            self.position = nn.Embedding(self.max_length, self.hidden_dim)
-            layer = nn.TransformerEncoderLayer(
-                self.hidden_dim,
-                self.n_heads,
-                dim_feedforward=4 * self.hidden_dim,
-                dropout=self.dropout,
-                batch_first=True,
-                norm_first=True,
-            )
-            self.body = nn.TransformerEncoder(layer, self.n_layers, enable_nested_tensor=False)
-            self.final_norm = nn.LayerNorm(self.hidden_dim)
-        else:
-            self.embedding = nn.Embedding(self.vocab_size + 1, self.embedding_dim)
-            recurrent = nn.LSTM if self.arch == "lstm" else nn.GRU
-            self.body = recurrent(
-                self.embedding_dim,
-                self.hidden_dim,
-                self.n_layers,
-                batch_first=True,
-                dropout=self.dropout if self.n_layers > 1 else 0.0,
-            )
-        self.head = nn.Linear(self.hidden_dim, self.vocab_size)
+                self.body = nn.TransformerEncoder(layer, self.n_layers, enable_nested_tensor=False)
+                self.final_norm = nn.LayerNorm(self.hidden_dim)
+            else:
+                self.embedding = nn.Embedding(self.vocab_size + 1, self.embedding_dim)
+                recurrent = nn.LSTM if self.arch == "lstm" else nn.GRU
+                self.body = recurrent(
+                    self.embedding_dim,
+                    self.hidden_dim,
+                    self.n_layers,
+                    batch_first=True,
+                    dropout=self.dropout if self.n_layers > 1 else 0.0,
+                )
+            self.head = nn.Linear(self.hidden_dim, self.vocab_size)
         self.eval()
 
     def get_config(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from probgen.data import as_tensor, check_choice, check_positive_int
-from probgen.density import LogProbKind, Model
+from probgen.density import LogProbKind, Model, seeded_initialisation
 from probgen.errors import DataError
 from probgen.training import fit_with_model_settings, pyro_elbo_loss
 
@@ -294,9 +294,7 @@ class VAE(Model):
         # Categorical codes enter the encoder scaled to [0, 1].
         in_scale = 1.0 / (self.n_categories - 1) if self.n_categories else 1.0
         # Seeded initial weights without touching the caller's global random state.
-        with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(int(seed))
+        with seeded_initialisation(seed):
             self.encoder = _Encoder(
                 self.encoder_kind,
                 input_shape,
