@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models import charlm_shakespeare, made_debd  # noqa: E402
-from models._shared_data import SharedDataMissing  # noqa: E402
+from probgen.recipes import charlm_shakespeare, made_debd  # noqa: E402
+from probgen.recipes._shared_data import SharedDataMissing  # noqa: E402
 
 MADE_PAPER_ONE_MASK = {"dna": 83.63, "mushrooms": 9.68, "nips": 280.25}
 CHARLM_REFERENCE = {"small_cpu": 1.88, "large_gpu": 1.47}

@@ -63,7 +63,7 @@ def make_queries(network, n_queries: int, seed: int) -> tuple[list[str], pd.Data
 def bench_queries(name: str, n_queries: int, repeats: int = 3, seed: int = 0) -> dict:
     from pgmpy.inference import VariableElimination
 
-    from probgen.graphical.bayesnet import BayesianNetwork
+    from probgen.networks.bayesnet import BayesianNetwork
 
     ours = BayesianNetwork.from_example(name)
     targets, frame = make_queries(ours, n_queries, seed)
@@ -107,7 +107,7 @@ def bench_queries(name: str, n_queries: int, repeats: int = 3, seed: int = 0) ->
 def bench_sampling(n_rows: int, repeats: int = 3) -> dict:
     from pgmpy.sampling import BayesianModelSampling
 
-    from probgen.graphical.bayesnet import BayesianNetwork
+    from probgen.networks.bayesnet import BayesianNetwork
 
     ours = BayesianNetwork.from_example("alarm")
     ours.sample(10, seed=0)
@@ -139,8 +139,8 @@ def bench_sampling(n_rows: int, repeats: int = 3) -> dict:
 def bench_structure(n_rows: int) -> dict:
     from pgmpy.estimators import HillClimbSearch
 
-    from probgen.graphical.bayesnet import BayesianNetwork
-    from probgen.graphical.structure import learn_structure, structural_hamming_distance
+    from probgen.networks.bayesnet import BayesianNetwork
+    from probgen.networks.structure import learn_structure, structural_hamming_distance
 
     truth = BayesianNetwork.from_example("alarm")
     data = truth.sample(n_rows, seed=2, as_frame=True)
@@ -190,7 +190,7 @@ def _pgmpy_all_marginals(name: str, evidence: dict, queue) -> None:
 
 
 def bench_large(name: str, cap: float, n_evidence: int = 5, seed: int = 0) -> dict:
-    from probgen.graphical.bayesnet import BayesianNetwork
+    from probgen.networks.bayesnet import BayesianNetwork
 
     ours = BayesianNetwork.from_example(name)
     # evidence on a few variables, states from a forward sample (so it is possible); without

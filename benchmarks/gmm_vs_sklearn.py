@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import probgen  # noqa: E402
-from probgen.graphical.mixture import GaussianMixture  # noqa: E402
+from probgen.mixture.model import GaussianMixture  # noqa: E402
 
 COVARIANCE_TYPES = ("diag", "full", "spherical")
 

@@ -51,8 +51,8 @@ import torch
 from hmmlearn import hmm as hmmlearn_hmm
 
 import probgen
-from probgen.errors import DataError
-from probgen.graphical.hmm import HMM
+from probgen.core.errors import DataError
+from probgen.hmm.model import HMM
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hmm_vs_hmmlearn.json"
 
@@ -438,7 +438,7 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "torch_threads": args.threads,
             "note": "each case carries the torch intra-op thread count it ran with. probgen "
-            "runs small problems (probgen.inference.hmm.THREADED_STEP_WORK), input checks "
+            "runs small problems (probgen.hmm.inference.THREADED_STEP_WORK), input checks "
             "included, on one intra-op thread whatever the setting; hmmlearn is "
             "single-threaded C++. The machine is shared with other jobs, so quote the ratios.",
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -42,11 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models import flow_gaussians, flow_moons  # noqa: E402
-from models._shared_data import SharedDataMissing  # noqa: E402
+from probgen.recipes import flow_gaussians, flow_moons  # noqa: E402
+from probgen.recipes._shared_data import SharedDataMissing  # noqa: E402
+
 from probgen.deep.flows import Flow  # noqa: E402
 from probgen.deep.vae import VAE  # noqa: E402
-from probgen.training import fit_model  # noqa: E402
+from probgen.fitting.training import fit_model  # noqa: E402
 
 IWAE_PAPER_NLL = 86.76
 
@@ -336,7 +337,7 @@ def svi_overhead(quick: bool) -> dict[str, Any]:
 # VAE on binarized MNIST
 # ---------------------------------------------------------------------------------------------
 def vae_mnist(quick: bool) -> dict[str, Any]:
-    from models import vae_mnist as recipe
+    from probgen.recipes import vae_mnist as recipe
 
     budget = 20.0 if quick else 240.0
     n_eval = 50 if quick else 500

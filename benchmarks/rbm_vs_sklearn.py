@@ -42,8 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models._shared_data import SharedDataMissing  # noqa: E402
-from probgen.graphical.boltzmann import RBM  # noqa: E402
+from probgen.recipes._shared_data import SharedDataMissing  # noqa: E402
+
+from probgen.boltzmann import RBM  # noqa: E402
 
 SALAKHUTDINOV_MURRAY_2008 = {"CD1": -125.53, "CD25": -86.34}
 MADE_TEST_NLL = {"dna": 83.63, "mushrooms": 9.68, "nips": 280.25}  # models/made_debd.py
@@ -181,7 +182,7 @@ def digits_comparison(epochs: int, repeats: int, ais_betas: int) -> list[dict[st
 # 2. binarized MNIST, 500 hidden units, AIS
 # ---------------------------------------------------------------------------------------------
 def mnist_ais(epochs: int, n_train: int | None, ais_betas: int, ais_dtype: str) -> dict[str, Any]:
-    from models import rbm_mnist
+    from probgen.recipes import rbm_mnist
 
     try:
         train = rbm_mnist.data("train", n=n_train)
@@ -206,7 +207,7 @@ def mnist_ais(epochs: int, n_train: int | None, ais_betas: int, ais_dtype: str) 
     log_z = rbm.log_partition("ais", n_runs=100, n_betas=ais_betas, seed=0, dtype=dtype)
     ais_seconds = time.perf_counter() - started
     params = rbm.params(torch.float64)
-    from probgen.graphical.rbm_functions import free_energy
+    from probgen.boltzmann.rbm_functions import free_energy
 
     test_ll = float((-free_energy(params, test.double())).mean()) - log_z.estimate
     train_ll = float((-free_energy(params, train[:10000].double())).mean()) - log_z.estimate
@@ -240,7 +241,7 @@ def mnist_ais(epochs: int, n_train: int | None, ais_betas: int, ais_dtype: str) 
 # 3. DEBD sets: exact test log-likelihood with 20 hidden units
 # ---------------------------------------------------------------------------------------------
 def debd_exact(names: list[str], epochs: dict[str, int]) -> dict[str, Any]:
-    from models._shared_data import debd
+    from probgen.recipes._shared_data import debd
 
     results: dict[str, Any] = {}
     for name in names:

@@ -214,7 +214,7 @@ def main() -> None:
         if previous.get("quick") == args.quick:
             results = previous["results"]
     for name in recipes:
-        module = importlib.import_module(f"models.{name}")
+        module = importlib.import_module(f"probgen.recipes.{name}")
         posterior = module.build()
         plan = settings(args.quick, name)
         row = {

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 
+from probgen.recipes import hmm_casino
+
 import probgen
-from models import hmm_casino
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from models import flow_gaussians
+from probgen.recipes import flow_gaussians
+
 from probgen.metrics import mode_coverage
 
 

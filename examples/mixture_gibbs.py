@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from probgen.recipes import gmm_blobs
+
 import probgen
-from models import gmm_blobs
 
 
 def main() -> None:

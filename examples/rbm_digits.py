@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from models import rbm_digits
+from probgen.recipes import rbm_digits
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ BIF file, never downloaded); `bif_recipe_functions` gives its module the `true_n
 and forward samples of it.
 
 Example:
-    >>> from models._bif_recipe import bif_recipe_functions
+    >>> from probgen.recipes._bif_recipe import bif_recipe_functions
     >>> true_network, build, data = bif_recipe_functions("asia")
     >>> build().variables == true_network().variables, data("test", n=4).shape
     (True, (4, 8))
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from probgen.data import check_choice, check_positive_int
-from probgen.graphical.bayesnet import BayesianNetwork
+from probgen.core.data import check_choice, check_positive_int
+from probgen.networks.bayesnet import BayesianNetwork
 
 _SPLITS = ("train", "valid", "test")
 

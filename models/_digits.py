@@ -4,7 +4,7 @@
 1400 train / 200 valid / 197 test, so every digits recipe sees the same rows.
 
 Example:
-    >>> from models._digits import binarised_digits
+    >>> from probgen.recipes._digits import binarised_digits
     >>> binarised_digits("valid", n=3).shape
     torch.Size([3, 64])
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from probgen.errors import DataError
+from probgen.core.errors import DataError
 
 SPLIT_BOUNDS = {"train": (0, 1400), "valid": (1400, 1600), "test": (1600, 1797)}
 

@@ -4,7 +4,7 @@
 draw train / valid / test points from disjoint seeds in the same sizes.
 
 Example:
-    >>> from models._flow_recipe import split_size_and_seed
+    >>> from probgen.recipes._flow_recipe import split_size_and_seed
     >>> split_size_and_seed("valid", seed=0, n=None)
     (2000, 1000003)
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from probgen.core.errors import DataError
 from probgen.deep.flows import Flow
-from probgen.errors import DataError
 
 SPLIT_SIZES = {"train": 10_000, "valid": 2_000, "test": 5_000}
 # Offsets far apart, so that the splits of any seed below a million never share a draw.

@@ -7,7 +7,7 @@ Each posteriordb recipe is a Pyro program whose data come from ``../shared/data/
 (means with their Monte Carlo standard errors, and sds from the reference draws).
 
 Example:
-    >>> from models._posteriordb_recipe import flat_parameter_names
+    >>> from probgen.recipes._posteriordb_recipe import flat_parameter_names
     >>> flat_parameter_names({"mu": (), "theta": (2,)})
     ['mu', 'theta[1]', 'theta[2]']
 """
@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from probgen.recipes import _shared_data
 
-from models import _shared_data
-from probgen.errors import DataError
-from probgen.pyro_bridge import PyroDensity
+from probgen.core.errors import DataError
+from probgen.samplers.pyro_bridge import PyroDensity
 
 
 def flat_parameter_names(shapes: dict[str, tuple[int, ...]]) -> list[str]:

@@ -6,7 +6,7 @@ directory. Readers raise `SharedDataMissing` (a `FileNotFoundError`) with a clea
 the folder or file is absent, so tests can skip with that reason.
 
 Example:
-    >>> from models._shared_data import shared_data_dir
+    >>> from probgen.recipes._shared_data import shared_data_dir
     >>> shared_data_dir() is None or shared_data_dir().is_dir()
     True
 """

@@ -9,7 +9,7 @@ series (K: the order, T: the length, y), and `build(observed=...)` conditions on
 in that layout.
 
 Example:
-    >>> from models import ark
+    >>> from probgen.recipes import ark
     >>> ark.build().event_shape  # doctest: +SKIP
     torch.Size([7])
 """
@@ -22,8 +22,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
+from probgen.recipes._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 
 FAMILY = "posterior"
 POSTERIOR = "arK-arK"

@@ -5,7 +5,7 @@ the packaged BIF file, never downloaded). `build()` gives the structure with its
 tables; `fit` estimates them from `data`, which are forward samples of the true network.
 
 Example:
-    >>> from models import bn_asia
+    >>> from probgen.recipes import bn_asia
     >>> bn_asia.data("test", n=5).shape
     (5, 8)
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models._bif_recipe import bif_recipe_functions
+from probgen.recipes._bif_recipe import bif_recipe_functions
 
 FAMILY = "bayesnet"
 SMOKE = {"build": {}, "data": {"n": 500}, "fit": {}}

@@ -9,7 +9,7 @@ Reference: validation cross-entropy 1.88 nats/char for nanoGPT's small CPU model
 its GPU configuration.
 
 Example:
-    >>> from models import charlm_shakespeare
+    >>> from probgen.recipes import charlm_shakespeare
     >>> charlm_shakespeare.build().vocab_size
     65
 """
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from models._shared_data import tiny_shakespeare
-from probgen.data import check_positive_int
+from probgen.recipes._shared_data import tiny_shakespeare
+
+from probgen.core.data import check_positive_int
+from probgen.core.errors import DataError
 from probgen.deep.autoregressive import SequenceModel
-from probgen.errors import DataError
 
 FAMILY = "autoregressive"
 VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

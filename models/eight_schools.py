@@ -14,7 +14,7 @@ no-op (nothing to fit).
 (`CONTRACT`) to keep the default test run short.
 
 Example:
-    >>> from models import eight_schools
+    >>> from probgen.recipes import eight_schools
     >>> posterior = eight_schools.build()  # doctest: +SKIP
     >>> posterior.site_names  # doctest: +SKIP
     ['mu', 'tau', 'theta_trans']
@@ -28,8 +28,7 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
+from probgen.recipes._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 
 FAMILY = "posterior"
 POSTERIOR = "eight_schools-eight_schools_noncentered"

@@ -7,7 +7,7 @@ so a fitted flow's held-out log-likelihood can be compared with the best achieva
 `probgen.metrics.mode_coverage`.
 
 Example:
-    >>> from models import flow_gaussians
+    >>> from probgen.recipes import flow_gaussians
     >>> x = flow_gaussians.data("test", n=100)
     >>> x.shape, flow_gaussians.true_log_prob(x).shape
     (torch.Size([100, 2]), torch.Size([100]))
@@ -19,8 +19,8 @@ import math
 from typing import Any
 
 import torch
+from probgen.recipes._flow_recipe import build_flow, split_size_and_seed
 
-from models._flow_recipe import build_flow, split_size_and_seed
 from probgen.deep.flows import Flow
 
 FAMILY = "flow"

@@ -5,7 +5,7 @@ seeds). There is no closed-form answer; the benchmark compares held-out log-like
 zuko's flows of the same architecture.
 
 Example:
-    >>> from models import flow_moons
+    >>> from probgen.recipes import flow_moons
     >>> flow_moons.data("train", n=64).shape
     torch.Size([64, 2])
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from probgen.recipes._flow_recipe import build_flow, split_size_and_seed
 
-from models._flow_recipe import build_flow, split_size_and_seed
 from probgen.deep.flows import Flow
 
 FAMILY = "flow"

@@ -9,7 +9,7 @@ unconstrained coordinates; `data(split)` gives reference draws in them, `observe
 (N, y), and `build(observed=...)` conditions on other data in that layout.
 
 Example:
-    >>> from models import gauss_mix
+    >>> from probgen.recipes import gauss_mix
     >>> gauss_mix.build().site_names  # doctest: +SKIP
     ['mu', 'sigma', 'theta']
 """
@@ -22,9 +22,8 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from probgen.recipes._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 from pyro.distributions import constraints
-
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 
 FAMILY = "posterior"
 POSTERIOR = "low_dim_gauss_mix-low_dim_gauss_mix"

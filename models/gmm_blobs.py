@@ -6,7 +6,7 @@ the truth up to a relabelling of the components. The same data serve the Bayesia
 `probgen.sample_chains(GaussianMixture(3, covariance="diag"), "gibbs", evidence=data())`.
 
 Example:
-    >>> from models import gmm_blobs
+    >>> from probgen.recipes import gmm_blobs
     >>> gmm_blobs.data(n_samples=5).shape
     torch.Size([5, 2])
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from probgen.errors import DataError
-from probgen.graphical.mixture import GaussianMixture
+from probgen.core.errors import DataError
+from probgen.mixture.model import GaussianMixture
 
 FAMILY = "mixture"
 TRUE_PARAMETERS = {

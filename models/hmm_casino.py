@@ -7,7 +7,7 @@ Analysis*, 1998, section 3.2). `simulate(n_rolls, seed)` draws rolls (coded 0..5
 the two-state categorical HMM to fit to them.
 
 Example:
-    >>> from models import hmm_casino
+    >>> from probgen.recipes import hmm_casino
     >>> rolls, dice = hmm_casino.simulate(100, seed=0)
     >>> rolls.shape, dice.shape
     (torch.Size([100]), torch.Size([100]))
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from probgen.data import check_positive_int
-from probgen.errors import DataError
-from probgen.graphical.hmm import HMM
+from probgen.core.data import check_positive_int
+from probgen.core.errors import DataError
+from probgen.hmm.model import HMM
 
 FAMILY = "hmm"
 STATE_NAMES = ("fair", "loaded")

@@ -9,7 +9,7 @@ distribution is estimated freely, which is the model `fit` estimates here (EM wi
 probabilities); our fits reproduce those (tests/graphical/test_hmm_recipes.py).
 
 Example:
-    >>> from models import hmm_earthquakes
+    >>> from probgen.recipes import hmm_earthquakes
     >>> counts = hmm_earthquakes.data()
     >>> counts.shape, int(counts.sum())
     (torch.Size([1, 107, 1]), 2072)
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from probgen.errors import DataError
-from probgen.graphical.hmm import HMM
+from probgen.core.errors import DataError
+from probgen.hmm.model import HMM
 
 FAMILY = "hmm"
 YEARS = list(range(1900, 2007))

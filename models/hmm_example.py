@@ -3,7 +3,7 @@
 theta[i] (transition rows) ~ uniform on the simplex, mu positive and ordered with
 mu[1] ~ Normal(3, 1), mu[2] ~ Normal(10, 1), y[t] ~ Normal(mu[z_t], 1), N = 100; the hidden
 states are summed out with probgen's differentiable forward algorithm
-(`probgen.inference.hmm.hmm_log_likelihood`, batched over chains), which equals the log_prob
+(`probgen.hmm.inference.hmm_log_likelihood`, batched over chains), which equals the log_prob
 of probgen's `HMM` and of its `as_pyro()` at the same parameters. Posterior
 ``hmm_example-hmm_example`` of posteriordb (Stan's example models).
 
@@ -12,7 +12,7 @@ coordinates (one stick-breaking coordinate per transition row, two for the order
 `data(split)` gives reference draws in them, `observed()` the series.
 
 Example:
-    >>> from models import hmm_example
+    >>> from probgen.recipes import hmm_example
     >>> hmm_example.build().site_names  # doctest: +SKIP
     ['theta', 'mu']
 """
@@ -25,11 +25,11 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from probgen.recipes import _shared_data
+from probgen.recipes._posteriordb_recipe import PosteriorRecipe, element_columns, reference_points
 from pyro.distributions import constraints
 
-from models import _shared_data
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, reference_points
-from probgen.inference.hmm import hmm_log_likelihood
+from probgen.hmm.inference import hmm_log_likelihood
 
 FAMILY = "posterior"
 POSTERIOR = "hmm_example-hmm_example"

@@ -5,7 +5,7 @@ features and sticky transitions; `data(split, seed)` simulates 40 sequences of 1
 it, so a fit can be compared with the truth up to a relabelling of the states.
 
 Example:
-    >>> from models import hmm_gaussian
+    >>> from probgen.recipes import hmm_gaussian
     >>> hmm_gaussian.data(n_sequences=2, length=5).shape
     torch.Size([2, 5, 2])
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from probgen.errors import DataError
-from probgen.graphical.hmm import HMM
+from probgen.core.errors import DataError
+from probgen.hmm.model import HMM
 
 FAMILY = "hmm"
 TRUE_PARAMETERS = {

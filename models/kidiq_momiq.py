@@ -10,7 +10,7 @@ sigma); `data(split)` gives reference draws in those coordinates, `observed()` t
 kid_score, mom_iq, mom_hs, ...), and `build(observed=...)` conditions on other data in that layout.
 
 Example:
-    >>> from models import kidiq_momiq
+    >>> from probgen.recipes import kidiq_momiq
     >>> kidiq_momiq.build().site_names  # doctest: +SKIP
     ['beta', 'sigma']
 """
@@ -23,9 +23,8 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from probgen.recipes._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 from pyro.distributions import constraints
-
-from models._posteriordb_recipe import PosteriorRecipe, element_columns, recipe_functions
 
 FAMILY = "posterior"
 POSTERIOR = "kidiq-kidscore_momiq"

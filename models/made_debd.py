@@ -6,7 +6,7 @@ of 500 ReLU units, one mask (natural order). Choose the set with `dataset=` in b
 and `data`. Reference: the MADE paper's test negative log-likelihoods for one mask.
 
 Example:
-    >>> from models import made_debd
+    >>> from probgen.recipes import made_debd
     >>> made_debd.build(dataset="dna").n_inputs
     180
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from probgen.recipes._shared_data import debd
 
-from models._shared_data import debd
-from probgen.data import check_choice
+from probgen.core.data import check_choice
 from probgen.deep.autoregressive import MADE
 
 FAMILY = "autoregressive"

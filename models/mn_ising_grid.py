@@ -6,7 +6,7 @@ samples (backward sampling after variable elimination). `build()` gives the grid
 structure with all log-potentials zero; `fit` maximises the exact likelihood with L-BFGS.
 
 Example:
-    >>> from models import mn_ising_grid
+    >>> from probgen.recipes import mn_ising_grid
     >>> mn_ising_grid.data("test", n=3).shape
     torch.Size([3, 16])
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from probgen.data import check_choice, check_positive_int
-from probgen.graphical.markovnet import MarkovNetwork
+from probgen.core.data import check_choice, check_positive_int
+from probgen.networks.markovnet import MarkovNetwork
 
 FAMILY = "markovnet"
 SMOKE = {

@@ -6,7 +6,7 @@ layers of 64 features, and two 1x1 output layers. Sampling draws 784 pixels one 
 Reference: PixelCNN test NLL 81.30 nats (Pixel RNN paper); a short CPU run lands well above it.
 
 Example:
-    >>> from models import pixelcnn_mnist
+    >>> from probgen.recipes import pixelcnn_mnist
     >>> pixelcnn_mnist.build().image_shape
     (28, 28)
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from probgen.recipes._shared_data import binarized_mnist
 
-from models._shared_data import binarized_mnist
 from probgen.deep.autoregressive import PixelCNN
 
 FAMILY = "autoregressive"

@@ -6,7 +6,7 @@ With 20 hidden units the partition function is exact (2**20 hidden configuration
 `log_prob` is exact; with more hidden units it becomes an AIS estimate.
 
 Example:
-    >>> from models import rbm_digits
+    >>> from probgen.recipes import rbm_digits
     >>> rbm_digits.data("test").shape
     torch.Size([197, 64])
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from probgen.recipes._digits import binarised_digits
 
-from models._digits import binarised_digits
-from probgen.graphical.boltzmann import RBM
+from probgen.boltzmann import RBM
 
 FAMILY = "boltzmann"
 

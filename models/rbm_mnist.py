@@ -6,7 +6,7 @@ estimated by annealed importance sampling from the base-rate model, so `log_prob
 estimate (`log_prob_kind == "estimate"`).
 
 Example:
-    >>> from models import rbm_mnist
+    >>> from probgen.recipes import rbm_mnist
     >>> rbm_mnist.build().log_prob_kind.value
     'estimate'
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from probgen.graphical.boltzmann import RBM
+from probgen.boltzmann import RBM
 
 FAMILY = "boltzmann"
 SLOW = True
@@ -62,7 +62,7 @@ def data(split: str = "train", seed: int = 0, n: int | None = None) -> torch.Ten
     Raises:
         SharedDataMissing: ../shared/data/binarized_mnist is not on this machine.
     """
-    from models._shared_data import binarized_mnist
+    from probgen.recipes._shared_data import binarized_mnist
 
     values = binarized_mnist(split)
     if n is not None:

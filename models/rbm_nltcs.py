@@ -5,7 +5,7 @@ Data: `../shared/data/debd/nltcs` (train 16181, valid 2157, test 3236 rows of 16
 hidden units and the contract suite checks that exp(log_prob) sums to one.
 
 Example:
-    >>> from models import rbm_nltcs
+    >>> from probgen.recipes import rbm_nltcs
     >>> rbm_nltcs.build().log_prob_kind.value
     'exact'
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from probgen.graphical.boltzmann import RBM
+from probgen.boltzmann import RBM
 
 FAMILY = "boltzmann"
 
@@ -49,7 +49,7 @@ def data(split: str = "train", seed: int = 0, n: int | None = None) -> torch.Ten
     Raises:
         SharedDataMissing: ../shared/data/debd/nltcs is not on this machine.
     """
-    from models._shared_data import debd
+    from probgen.recipes._shared_data import debd
 
     values = debd("nltcs", split)
     if n is not None:

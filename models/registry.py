@@ -9,10 +9,10 @@ A recipe is a module in the `models` package that exports:
   a seconds-long run);
 - optionally ``REFERENCE`` (a known answer and its source), ``FAMILY`` (a short family name),
   ``SLOW = True`` (too heavy for the default test run), and ``CONTRACT`` (keyword options
-  passed to `probgen.testing.check_density`).
+  passed to `probgen.core.testing.check_density`).
 
 Example:
-    >>> from models import registry
+    >>> from probgen.recipes import registry
     >>> "hmm_casino" in registry.names()
     True
 """
@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-import models
-from probgen.errors import DataError
+import probgen.recipes as models
+
+from probgen.core.errors import DataError
 
 _NOT_RECIPES = {"registry"}
 
@@ -81,9 +82,11 @@ def get(name: str) -> Recipe:
     available = names()
     if name not in available:
         raise DataError(f"recipe {name!r} not found; available: {', '.join(available)}")
-    module = importlib.import_module(f"models.{name}")
+    module = importlib.import_module(f"probgen.recipes.{name}")
     if not hasattr(module, "build") or not hasattr(module, "data"):
-        raise DataError(f"module models.{name} is not a recipe (it needs build() and data())")
+        raise DataError(
+            f"module probgen.recipes.{name} is not a recipe (it needs build() and data())"
+        )
     doc = (module.__doc__ or "").strip().splitlines()
     return Recipe(
         name=name,

@@ -5,7 +5,7 @@ with `seed` and split 1400 train / 200 valid / 197 test. `log_prob` reports the 
 (`lower_bound`); `model.iwae(x, k=...)` gives the importance-weighted estimate.
 
 Example:
-    >>> from models import vae_digits
+    >>> from probgen.recipes import vae_digits
     >>> vae_digits.data("test").shape
     torch.Size([197, 64])
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from probgen.recipes._digits import binarised_digits
 
-from models._digits import binarised_digits
 from probgen.deep.vae import VAE
 
 FAMILY = "vae"

@@ -6,7 +6,7 @@ Reference: IWAE paper, test NLL 86.76 nats (k=5000 evaluation, IWAE training wit
 3280 passes); a short CPU run lands well above it.
 
 Example:
-    >>> from models import vae_mnist
+    >>> from probgen.recipes import vae_mnist
     >>> vae_mnist.build().latent_dim
     50
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from probgen.recipes._shared_data import binarized_mnist
 
-from models._shared_data import binarized_mnist
 from probgen.deep.vae import VAE
 
 FAMILY = "vae"

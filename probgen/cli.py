@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from probgen.errors import DataError, ProbgenError
+from probgen.core.errors import DataError, ProbgenError
 
 _FIT_CONFIG_KEYS = {"recipe", "data", "build", "fit", "smoke", "seed"}
 
@@ -93,7 +93,7 @@ def _demo(arguments: argparse.Namespace) -> int:
 
 
 def _list(arguments: argparse.Namespace) -> int:
-    from models import registry
+    from probgen.recipes import registry
 
     rows = []
     for recipe in registry.all_recipes():
@@ -107,7 +107,7 @@ def _list(arguments: argparse.Namespace) -> int:
 
 
 def _fit(arguments: argparse.Namespace) -> int:
-    from models import registry
+    from probgen.recipes import registry
 
     settings = _fit_settings(arguments)
     recipe = registry.get(settings["recipe"])
@@ -182,8 +182,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _sample(arguments: argparse.Namespace) -> int:
+    from probgen.core.io import load
     from probgen.datafiles import write_data
-    from probgen.io import load
 
     model = load(arguments.model)
     if arguments.n < 1:
@@ -213,7 +213,7 @@ def _score(arguments: argparse.Namespace) -> int:
     import pandas as pd
     import torch
 
-    from probgen.io import load
+    from probgen.core.io import load
 
     model = load(arguments.model)
     data = _read_for_model(model, arguments.data)

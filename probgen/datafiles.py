@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probgen.data import Sequences
-from probgen.errors import DataError
+from probgen.core.data import Sequences
+from probgen.core.errors import DataError
 
 SEQUENCE_ID_COLUMN = "sequence_id"
 _SUFFIXES = (".csv", ".npy")

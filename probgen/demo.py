@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from probgen.data import check_positive_int
-from probgen.errors import DataError
+from probgen.core.data import check_positive_int
+from probgen.core.errors import DataError
 
 FACES = "123456"
 NAMES = ("fair", "loaded")
@@ -45,7 +45,7 @@ def run_demo(
         ``accuracy``, the decoded ``segments`` (die, first roll, last roll), the final
         ``log_likelihood``, ``n_iter``, ``seconds`` and the ``plot`` path.
     """
-    from models import hmm_casino
+    from probgen.recipes import hmm_casino
 
     n_rolls = check_positive_int(n_rolls, "n_rolls", minimum=10)
     out_dir = Path(out_dir)

@@ -124,7 +124,7 @@ def test_bayesian_network_csv_uses_variable_and_state_names(tmp_path, capsys):
 
 
 def test_infer_runs_an_experiment_config(tmp_path, capsys):
-    from models._shared_data import SharedDataMissing, posteriordb_data
+    from probgen.recipes._shared_data import SharedDataMissing, posteriordb_data
 
     try:
         posteriordb_data("eight_schools-eight_schools_noncentered")

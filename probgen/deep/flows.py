@@ -45,11 +45,11 @@ from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch import nn
 from torch.distributions import transforms as torch_transforms
 
-from probgen.data import as_tensor, check_choice, check_positive_int
+from probgen.core.contract import LogProbKind, Model, seeded_initialisation
+from probgen.core.data import as_tensor, check_choice, check_positive_int
+from probgen.core.errors import DataError
 from probgen.deep.splines import rational_quadratic_spline
-from probgen.density import LogProbKind, Model, seeded_initialisation
-from probgen.errors import DataError
-from probgen.training import fit_with_model_settings
+from probgen.fitting.training import fit_with_model_settings
 
 __all__ = ["Flow"]
 
@@ -561,7 +561,7 @@ class Flow(Model):
             validation_data: held-out points; their mean log-density is recorded each epoch
                 (and drives `early_stopping_patience`).
             validation_context: context of the held-out points.
-            **options: settings for `probgen.training.fit_model`.
+            **options: settings for `probgen.fitting.training.fit_model`.
 
         Returns:
             self, with `history_`.

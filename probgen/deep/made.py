@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probgen.data import as_tensor, check_choice, check_positive_int
-from probgen.density import LogProbKind, Model, seeded_initialisation
-from probgen.errors import DataError
+from probgen.core.contract import LogProbKind, Model, seeded_initialisation
+from probgen.core.data import as_tensor, check_choice, check_positive_int
+from probgen.core.errors import DataError
 
 _MAX_SUPPORT = 2**20
 
@@ -390,14 +390,14 @@ class MADE(Model):
             data: array (n, D) of binary values or category codes.
             validation_data: optional held-out array; its ensemble log-likelihood is recorded
                 each epoch (and drives `early_stopping_patience`).
-            **options: settings for `probgen.training.fit_model`, overriding the model's
+            **options: settings for `probgen.fitting.training.fit_model`, overriding the model's
                 (epochs, batch_size, lr, seed, weight_decay, lr_schedule, grad_clip,
                 early_stopping_patience, checkpoint_dir, resume, progress, max_steps, ...).
 
         Returns:
             self, with `history_` (one dict per epoch) and `n_iter_`.
         """
-        from probgen.training import first_tensor, fit_with_model_settings
+        from probgen.fitting.training import first_tensor, fit_with_model_settings
 
         train = self._check_input(data, "data")
         validation = (

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probgen.data import as_tensor, check_positive_int
-from probgen.density import LogProbKind, Model, seeded_initialisation
-from probgen.errors import DataError
+from probgen.core.contract import LogProbKind, Model, seeded_initialisation
+from probgen.core.data import as_tensor, check_positive_int
+from probgen.core.errors import DataError
 
 _MAX_SUPPORT = 2**16
 
@@ -322,13 +322,13 @@ class PixelCNN(Model):
         Args:
             data: images (n, *image_shape) with values in 0..n_levels-1.
             validation_data: optional held-out images (log-likelihood recorded per epoch).
-            **options: settings for `probgen.training.fit_model`, overriding the model's
+            **options: settings for `probgen.fitting.training.fit_model`, overriding the model's
                 (epochs, batch_size, lr, seed, early_stopping_patience, checkpoint_dir, ...).
 
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.training import first_tensor, fit_with_model_settings
+        from probgen.fitting.training import first_tensor, fit_with_model_settings
 
         train = self._to_images(self._check_input(data, "data"))
         validation = (

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from probgen.data import Sequences, as_sequences, check_choice, check_positive_int
+from probgen.core.contract import LogProbKind, Model, seeded_initialisation
+from probgen.core.data import Sequences, as_sequences, check_choice, check_positive_int
+from probgen.core.errors import DataError
 from probgen.deep.tokenizer import CharTokenizer
-from probgen.density import LogProbKind, Model, seeded_initialisation
-from probgen.errors import DataError
 
 _MAX_SUPPORT = 2**16
 _ARCHITECTURES = ("lstm", "gru", "transformer")
@@ -444,14 +444,14 @@ class SequenceModel(Model):
             validation_data: held-out data in the same forms (its mean log-likelihood per
                 sequence is recorded each epoch and drives `early_stopping_patience`).
             seq_length: window length for a long string (default: the model's).
-            **options: settings for `probgen.training.fit_model`, overriding the model's
+            **options: settings for `probgen.fitting.training.fit_model`, overriding the model's
                 (epochs, batch_size, lr, grad_clip, seed, lr_schedule, early_stopping_patience,
                 checkpoint_dir, resume, progress, max_steps, ...).
 
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.training import MODEL_SETTINGS, fit_with_model_settings
+        from probgen.fitting.training import MODEL_SETTINGS, fit_with_model_settings
 
         train = self._training_sequences(data, "data", seq_length)
         validation = (

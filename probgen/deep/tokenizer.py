@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from probgen.errors import DataError
+from probgen.core.errors import DataError
 
 
 class CharTokenizer:

@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probgen.data import as_tensor, check_choice, check_positive_int
-from probgen.density import LogProbKind, Model, seeded_initialisation
-from probgen.errors import DataError
-from probgen.training import fit_with_model_settings, pyro_elbo_loss
+from probgen.core.contract import LogProbKind, Model, seeded_initialisation
+from probgen.core.data import as_tensor, check_choice, check_positive_int
+from probgen.core.errors import DataError
+from probgen.fitting.training import fit_with_model_settings, pyro_elbo_loss
 
 __all__ = ["VAE"]
 
@@ -460,7 +460,7 @@ class VAE(Model):
             validation_data: held-out examples; their ELBO per example is recorded each epoch
                 (and drives `early_stopping_patience`).
             validation_labels: labels of the held-out examples.
-            **options: settings for `probgen.training.fit_model` (epochs, batch_size, lr,
+            **options: settings for `probgen.fitting.training.fit_model` (epochs, batch_size, lr,
                 lr_schedule, grad_clip, early_stopping_patience, checkpoint_dir, resume,
                 progress, seed, max_steps, ...).
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probgen.errors import DataError
+from probgen.core.errors import DataError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from probgen.errors import DataError
+from probgen.core.errors import DataError
 from probgen.experiments.config import ExperimentConfig, load_toml, parse_config
 
 COMPARISON_COLUMNS = (
@@ -82,7 +82,7 @@ def build_target(config: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
     observed = _observed(config)
     options = dict(config.model.get("options", {}))
     if "recipe" in config.model:
-        from models import registry
+        from probgen.recipes import registry
 
         recipe = registry.get(config.model["recipe"])
         if observed is not None:
@@ -98,7 +98,7 @@ def build_target(config: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
         )
     kwargs = {key: _as_tensor(value) for key, value in (observed or {}).items()}
     kwargs.update(options)
-    from probgen.pyro_bridge import PyroDensity
+    from probgen.samplers.pyro_bridge import PyroDensity
 
     return PyroDensity(model, model_kwargs=kwargs), {}
 

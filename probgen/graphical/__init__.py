@@ -1,1 +1,2 @@
-"""Explicit-likelihood models: HMMs, Bayesian and Markov networks, Boltzmann machines."""
+"""Deprecated: the families moved to `probgen.hmm`, `probgen.networks`, `probgen.boltzmann`
+and `probgen.mixture`; the modules here are aliases that warn."""

@@ -1,1 +1,2 @@
-"""Pure batched tensor functions for inference (no model classes)."""
+"""Deprecated: each module moved into its family (`probgen.hmm.inference`,
+`probgen.networks.factors`, `probgen.boltzmann.ais`, `probgen.mixture.inference`)."""

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from probgen.data import as_tensor
-from probgen.errors import DataError
+from probgen.core.data import as_tensor
+from probgen.core.errors import DataError
 
 __all__ = ["mode_coverage"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from probgen.data import as_tensor
-from probgen.errors import DataError
+from probgen.core.data import as_tensor
+from probgen.core.errors import DataError
 
 __all__ = ["frechet_distance", "frechet_distance_from_samples", "feature_statistics"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from probgen.data import check_positive_int
-from probgen.errors import DataError
+from probgen.core.data import check_positive_int
+from probgen.core.errors import DataError
 
 __all__ = ["bits_per_dim", "heldout_log_likelihood"]
 

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from probgen.data import check_choice, check_positive_int
-from probgen.errors import DataError
+from probgen.core.data import check_choice, check_positive_int
+from probgen.core.errors import DataError
 from probgen.samplers.gibbs import EnumerationKernel, run_model_gibbs
 from probgen.samplers.mh import (
     DiscreteKernel,

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from probgen.errors import DataError
+from probgen.core.errors import DataError
 from probgen.samplers.recording import kept_sweeps
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]

@@ -134,7 +134,7 @@ class PyroKernelChains:
 def _kernel_defaults(method: str, options: dict[str, Any]) -> dict[str, Any]:
     unknown = set(options) - KERNEL_OPTIONS
     if unknown:
-        from probgen.errors import DataError
+        from probgen.core.errors import DataError
 
         raise DataError(
             f"unknown {method} option(s) {sorted(unknown)}; known: {sorted(KERNEL_OPTIONS)}"

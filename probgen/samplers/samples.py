@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from probgen.errors import DataError, ModelFileError
+from probgen.core.errors import DataError, ModelFileError
 from probgen.samplers import diagnostics
 
 FORMAT = "probgen-samples"

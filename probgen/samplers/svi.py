@@ -34,7 +34,7 @@ from pyro.infer.autoguide import (
     init_to_value,
 )
 
-from probgen.errors import DataError, FitError
+from probgen.core.errors import DataError, FitError
 from probgen.samplers.targets import FlatTarget
 
 GUIDES = {

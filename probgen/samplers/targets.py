@@ -31,8 +31,8 @@ import torch
 from pyro.distributions import constraints
 from torch.distributions import biject_to
 
-from probgen.errors import DataError
-from probgen.pyro_bridge import PyroDensity, _discrete_range
+from probgen.core.errors import DataError
+from probgen.samplers.pyro_bridge import PyroDensity, _discrete_range
 
 
 @dataclass

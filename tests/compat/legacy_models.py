@@ -2,7 +2,7 @@
 
 `python tests/compat/legacy_models.py` (run once, with the code before the layout move) writes
 `tests/compat/files/NAME.probgen`. The tests load those files (whose class paths are the old
-ones, such as ``probgen.graphical.hmm.HMM``) and repeat each seeded fit with today's code: the
+ones, such as ``probgen.hmm.model.HMM``) and repeat each seeded fit with today's code: the
 tensors must be bit-identical.
 """
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import probgen
-from probgen.io import read_metadata
+from probgen.core.io import read_metadata
 
 _spec = importlib.util.spec_from_file_location(
     "probgen_legacy_models", Path(__file__).with_name("legacy_models.py")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from probgen.recipes import registry
+from probgen.recipes._shared_data import SharedDataMissing
 
-from models import registry
-from models._shared_data import SharedDataMissing
-from probgen.testing import check_density
+from probgen.core.testing import check_density
 
 
 def _params():

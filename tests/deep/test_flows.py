@@ -8,12 +8,12 @@ import itertools
 
 import pytest
 import torch
+from probgen.recipes import flow_gaussians
 
 import probgen
-from models import flow_gaussians
+from probgen.core.contract import LogProbKind
+from probgen.core.errors import DataError, NotFittedError
 from probgen.deep.flows import Flow
-from probgen.density import LogProbKind
-from probgen.errors import DataError, NotFittedError
 from probgen.metrics import mode_coverage
 
 

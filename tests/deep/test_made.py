@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from probgen.data import as_tensor
+from probgen.core.data import as_tensor
+from probgen.core.errors import DataError, NotFittedError
+from probgen.core.testing import check_density
 from probgen.deep.autoregressive import MADE
-from probgen.errors import DataError, NotFittedError
-from probgen.testing import check_density
 
 pytestmark = pytest.mark.usefixtures("seeded_global_torch")
 
@@ -185,8 +185,8 @@ def test_cuda_matches_cpu():
 
 
 def test_made_debd_recipe_matches_its_data():
-    from models import made_debd
-    from models._shared_data import SharedDataMissing
+    from probgen.recipes import made_debd
+    from probgen.recipes._shared_data import SharedDataMissing
 
     with pytest.raises(DataError, match="dataset"):
         made_debd.build(dataset="adult")

@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
+from probgen.core.errors import DataError, NotFittedError
+from probgen.core.testing import check_density
 from probgen.deep.autoregressive import PixelCNN
-from probgen.errors import DataError, NotFittedError
-from probgen.testing import check_density
 
 pytestmark = pytest.mark.usefixtures("seeded_global_torch")
 

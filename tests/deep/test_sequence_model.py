@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from probgen.data import Sequences
+from probgen.core.data import Sequences
+from probgen.core.errors import DataError, NotFittedError
+from probgen.core.testing import check_density
 from probgen.deep.autoregressive import SequenceModel
 from probgen.deep.tokenizer import CharTokenizer
-from probgen.errors import DataError, NotFittedError
-from probgen.testing import check_density
 
 ARCHITECTURES = ["lstm", "gru", "transformer"]
 
@@ -208,8 +208,8 @@ def test_cuda_matches_cpu(arch):
 
 
 def test_charlm_recipe_vocabulary_matches_the_text():
-    from models import charlm_shakespeare
-    from models._shared_data import SharedDataMissing
+    from probgen.recipes import charlm_shakespeare
+    from probgen.recipes._shared_data import SharedDataMissing
 
     try:
         train = charlm_shakespeare.text("train")

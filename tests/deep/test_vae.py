@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import probgen
+from probgen.core.contract import LogProbKind
+from probgen.core.errors import DataError, NotFittedError
 from probgen.deep.vae import VAE
-from probgen.density import LogProbKind
-from probgen.errors import DataError, NotFittedError
-from probgen.training import fit_model
+from probgen.fitting.training import fit_model
 
 
 def _binary(n: int = 128, width: int = 4, seed: int = 0) -> torch.Tensor:
@@ -200,7 +200,7 @@ def test_conditional_vae_uses_labels():
 
 
 def test_conv_gaussian_vae_on_images():
-    from models.vae_digits import data
+    from probgen.recipes.vae_digits import data
 
     images = data("train", n=64, image=True) + 0.05 * torch.randn(64, 8, 8)
     vae = VAE(

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from probgen.errors import DataError
+from probgen.core.errors import DataError
 from probgen.experiments import run, run_file
 from probgen.experiments.config import parse_config
 from probgen.experiments.runner import COMPARISON_COLUMNS
@@ -94,7 +94,7 @@ def test_run_file_writes_results_folder_and_repeats_exactly(experiment):
 
 
 def test_run_with_a_recipe_dict(tmp_path):
-    from models._shared_data import SharedDataMissing
+    from probgen.recipes._shared_data import SharedDataMissing
 
     config = {
         "model": {"recipe": "eight_schools"},

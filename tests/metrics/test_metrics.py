@@ -10,7 +10,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from probgen.errors import DataError
+from probgen.core.errors import DataError
 from probgen.metrics import (
     bits_per_dim,
     frechet_distance,

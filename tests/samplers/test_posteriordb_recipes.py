@@ -11,9 +11,9 @@ import math
 
 import pytest
 import torch
+from probgen.recipes._posteriordb_recipe import draws_by_element, reference_summary
+from probgen.recipes._shared_data import SharedDataMissing
 
-from models._posteriordb_recipe import draws_by_element, reference_summary
-from models._shared_data import SharedDataMissing
 from probgen.samplers import diagnostics
 from probgen.samplers.chains import sample_chains
 
@@ -26,7 +26,7 @@ SETTINGS = {
 
 
 def _load(name):
-    module = importlib.import_module(f"models.{name}")
+    module = importlib.import_module(f"probgen.recipes.{name}")
     try:
         posterior = module.build()
         reference = reference_summary(module.POSTERIOR)
@@ -78,7 +78,7 @@ def test_hmm_example_likelihood_is_the_foundation_hmm():
     same parameters, over reference posterior draws."""
     import pyro.poutine as poutine
 
-    from probgen.graphical.hmm import HMM
+    from probgen.hmm.model import HMM
 
     module, posterior, _ = _load("hmm_example")
     arguments = posterior.model_kwargs

@@ -11,10 +11,10 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from probgen.errors import DataError, ModelFileError
-from probgen.pyro_bridge import PyroDensity, as_pyro
+from probgen.core.errors import DataError, ModelFileError
 from probgen.samplers import diagnostics
 from probgen.samplers.chains import Samples, sample_chains
+from probgen.samplers.pyro_bridge import PyroDensity, as_pyro
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

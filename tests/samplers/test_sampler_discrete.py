@@ -11,7 +11,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from probgen.errors import DataError
+from probgen.core.errors import DataError
 from probgen.samplers.chains import sample_chains
 
 CARDINALITIES = [2, 2, 2, 3]

@@ -1,0 +1,291 @@
+"""One RBM `fit` call's moving parts: negative-phase chains, momentum, the batch update.
+
+CD-k restarts the chains at the data; PCD-k keeps hidden chain states across updates
+(Tieleman 2008); with several temperatures the persistent chains run parallel tempering on
+the path from the base-rate model to the RBM and swap neighbours after every sweep.
+
+Example:
+    >>> import torch
+    >>> from probgen.boltzmann.rbm import RBM
+    >>> rbm = RBM(4, 2, method="pcd", n_temperatures=3, n_epochs=1, seed=0)
+    >>> rbm = rbm.fit((torch.arange(40).reshape(10, 4) % 3 == 0).float())
+    >>> rbm.n_iter_
+    1
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+
+from probgen.boltzmann.ais import temperature_schedule
+from probgen.boltzmann.rbm_functions import (
+    RBMParams,
+    bernoulli,
+    hidden_preactivation,
+    sample_base,
+    sample_visible,
+    tempered_gibbs_step,
+    tempered_log_unnormalized,
+    visible_features,
+    visible_preactivation,
+)
+
+if TYPE_CHECKING:
+    from probgen.boltzmann.rbm import RBM
+
+# Gaussian visible variances are kept inside [exp(-9), exp(9)] so a bad step cannot make the
+# conditional densities degenerate.
+LOG_VARIANCE_BOUNDS = (-9.0, 9.0)
+
+
+class _FusedViews(NamedTuple):
+    """Views of the fused PCD-1 buffers for one batch size (see `TrainingState`)."""
+
+    chains: torch.Tensor
+    stacked: torch.Tensor
+    stacked_t: torch.Tensor
+    positive: torch.Tensor
+    negative: torch.Tensor
+    visible_probability: torch.Tensor
+    hidden_probability: torch.Tensor
+    negative_hidden: torch.Tensor
+    signs: torch.Tensor
+    weights_t: torch.Tensor
+
+
+class TrainingState:
+    """Negative-phase chains, momentum buffers and the per-batch update of one `fit` call."""
+
+    def __init__(self, rbm: RBM, batch_size: int, generator: torch.Generator) -> None:
+        self.rbm = rbm
+        self.generator = generator
+        self.persistent = rbm.method == "pcd"
+        params = rbm.params()
+        self.chain_hidden: torch.Tensor | None = None
+        self.tempered_chains: torch.Tensor | None = None
+        if self.persistent and rbm.n_temperatures > 1:
+            self.betas = temperature_schedule(rbm.n_temperatures, "linear").flip(0).tolist()
+            start = sample_base(
+                params, rbm.base_rates(), rbm.n_temperatures * batch_size, generator
+            )
+            self.tempered_chains = start.reshape(rbm.n_temperatures, batch_size, -1)
+            self.swap_attempts = 0
+            self.swap_accepts = 0
+        elif self.persistent:
+            start = sample_base(params, rbm.base_rates(), batch_size, generator)
+            self.chain_hidden = bernoulli(
+                torch.sigmoid(hidden_preactivation(params, start)), generator=generator
+            )
+        self.velocities: list[torch.Tensor] | None = None
+        if rbm.momentum > 0:
+            self.velocities = [torch.zeros_like(t) for t in rbm._parameter_list()]
+        self.fused = (
+            self.chain_hidden is not None
+            and rbm.cd_steps == 1
+            and rbm.visible == "bernoulli"
+            and rbm.momentum == 0
+            and rbm.weight_decay == 0
+        )
+        if self.fused:
+            self._allocate_fused_buffers(batch_size)
+
+    def _allocate_fused_buffers(self, batch_size: int) -> None:
+        """Working memory of the fused PCD-1 update, allocated once per `fit`.
+
+        Every batch writes into the same buffers (a short last batch into their leading rows)
+        through views made once per batch size, so an update allocates nothing; the
+        parameter tensors are held directly because the update changes them in place, and
+        the persistent chains are overwritten in place too.
+        """
+        rbm = self.rbm
+        self._weights, self._visible_bias, self._hidden_bias = (
+            rbm.weights,
+            rbm.visible_bias,
+            rbm.hidden_bias,
+        )
+        like = rbm.weights
+        n_visible_units, n_hidden = like.shape
+        # Rows [0, batch) hold the positive (data) batch, rows [batch, 2 batch) the negative one.
+        self._stacked = like.new_empty(2 * batch_size, n_visible_units)
+        self._hidden_probability = like.new_empty(2 * batch_size, n_hidden)
+        self._visible_probability = like.new_empty(batch_size, n_visible_units)
+        self._hidden_sum = like.new_empty(n_hidden)
+        self._visible_sum = like.new_empty(n_visible_units)
+        self._fused_views: dict[int, _FusedViews] = {}
+
+    def _views_for(self, batch: int) -> _FusedViews:
+        views = self._fused_views.get(batch)
+        if views is None:
+            stacked = self._stacked[: 2 * batch]
+            hidden = self._hidden_probability[: 2 * batch]
+            signs = stacked.new_ones(2 * batch)
+            signs[batch:] = -1
+            views = _FusedViews(
+                chains=self.chain_hidden[:batch],
+                stacked=stacked,
+                stacked_t=stacked.T,
+                positive=stacked[:batch],
+                negative=stacked[batch:],
+                visible_probability=self._visible_probability[:batch],
+                hidden_probability=hidden,
+                negative_hidden=hidden[batch:],
+                signs=signs,
+                weights_t=self._weights.T,
+            )
+            self._fused_views[batch] = views
+        return views
+
+    def _negative_from_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k Gibbs sweeps starting from hidden states; returns (v_negative, p(h | v_negative))."""
+        rbm, params, generator = self.rbm, self.rbm.params(), self.generator
+        weights_t = params.weights.T
+        for step in range(rbm.cd_steps):
+            if params.visible == "bernoulli":
+                visible = bernoulli(
+                    torch.sigmoid(torch.addmm(params.visible_bias, hidden, weights_t)),
+                    generator=generator,
+                )
+            else:
+                visible = sample_visible(params, visible_preactivation(params, hidden), generator)
+            hidden_probability = torch.sigmoid(
+                torch.addmm(params.hidden_bias, visible_features(params, visible), params.weights)
+            )
+            if step + 1 < rbm.cd_steps:
+                hidden = bernoulli(hidden_probability, generator=generator)
+        return visible, hidden_probability
+
+    def _tempered_negative(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sweep of every tempered chain, neighbour swaps, and the beta = 1 statistics."""
+        rbm, generator = self.rbm, self.generator
+        params, base = rbm.params(), rbm.base_rates()
+        chains = self.tempered_chains
+        for _ in range(rbm.cd_steps):
+            chains = torch.stack(
+                [
+                    tempered_gibbs_step(params, base, chains[i], beta, generator)
+                    for i, beta in enumerate(self.betas)
+                ]
+            )
+        # Swap neighbours (even pairs, then odd pairs) with the Metropolis acceptance rule.
+        for offset in (0, 1):
+            for i in range(offset, len(self.betas) - 1, 2):
+                beta_i, beta_j = self.betas[i], self.betas[i + 1]
+                v_i, v_j = chains[i], chains[i + 1]
+                log_accept = (
+                    tempered_log_unnormalized(params, base, v_j, beta_i)
+                    + tempered_log_unnormalized(params, base, v_i, beta_j)
+                    - tempered_log_unnormalized(params, base, v_i, beta_i)
+                    - tempered_log_unnormalized(params, base, v_j, beta_j)
+                )
+                uniform = torch.rand(
+                    log_accept.shape,
+                    generator=generator,
+                    dtype=log_accept.dtype,
+                    device=log_accept.device,
+                )
+                accept = (torch.log(uniform) < log_accept)[:, None]
+                chains[i], chains[i + 1] = (
+                    torch.where(accept, v_j, v_i),
+                    torch.where(accept, v_i, v_j),
+                )
+        self.tempered_chains = chains
+        visible = chains[0]
+        return visible, torch.sigmoid(hidden_preactivation(params, visible))
+
+    def _fused_pcd1_update(self, positive: torch.Tensor, learning_rate: float) -> None:
+        """PCD-1 for binary visible units with plain SGD, in as few kernels as possible.
+
+        The negative visible states depend only on the persistent hidden chains, so the
+        positive and negative batches share one hidden matrix product and one gradient
+        product (on the stacked batch, with the negative half's hidden probabilities negated).
+        Draws go straight into preallocated buffers; the generator is consumed in the same
+        order and amounts as by `bernoulli`, so seeded fits are unchanged.
+        """
+        generator = self.generator
+        weights, visible_bias, hidden_bias = self._weights, self._visible_bias, self._hidden_bias
+        batch = positive.shape[0]
+        views = self._views_for(batch)
+        views.positive.copy_(positive)
+        torch.addmm(visible_bias, views.chains, views.weights_t, out=views.visible_probability)
+        views.negative.uniform_(generator=generator).lt_(views.visible_probability.sigmoid_())
+        hidden = torch.addmm(hidden_bias, views.stacked, weights, out=views.hidden_probability)
+        hidden.sigmoid_()
+        views.chains.uniform_(generator=generator).lt_(views.negative_hidden)
+        views.negative_hidden.neg_()
+        step = learning_rate / batch
+        weights.addmm_(views.stacked_t, hidden, alpha=step)
+        hidden_bias.add_(torch.sum(hidden, 0, out=self._hidden_sum), alpha=step)
+        visible_bias.add_(torch.mv(views.stacked_t, views.signs, out=self._visible_sum), alpha=step)
+
+    def update(self, positive: torch.Tensor, learning_rate: float) -> None:
+        """One gradient step on the batch `positive` (rows of visible units)."""
+        if self.fused:
+            self._fused_pcd1_update(positive, learning_rate)
+            return
+        rbm, params = self.rbm, self.rbm.params()
+        batch = positive.shape[0]
+        positive_features = visible_features(params, positive)
+        hidden_positive = torch.sigmoid(
+            torch.addmm(params.hidden_bias, positive_features, params.weights)
+        )
+        if self.tempered_chains is not None:
+            negative, hidden_negative = self._tempered_negative()
+            negative = negative[:batch]
+            hidden_negative = hidden_negative[:batch]
+        else:
+            if self.persistent:
+                start = self.chain_hidden[:batch]
+            else:
+                start = bernoulli(hidden_positive, generator=self.generator)
+            negative, hidden_negative = self._negative_from_hidden(start)
+            if self.persistent:
+                new_hidden = bernoulli(hidden_negative, generator=self.generator)
+                if batch == self.chain_hidden.shape[0]:
+                    self.chain_hidden = new_hidden
+                else:
+                    self.chain_hidden[:batch] = new_hidden
+        step = learning_rate / batch
+        simple = self.velocities is None and rbm.weight_decay == 0 and params.log_variance is None
+        if simple:
+            # The common case in as few kernels as possible: it dominates training time.
+            rbm.weights.addmm_(positive.T, hidden_positive, alpha=step)
+            rbm.weights.addmm_(negative.T, hidden_negative, alpha=-step)
+            rbm.hidden_bias.add_(hidden_positive.sum(0) - hidden_negative.sum(0), alpha=step)
+            rbm.visible_bias.add_(positive.sum(0) - negative.sum(0), alpha=step)
+            return
+        negative_features = visible_features(params, negative)
+        gradients = [
+            positive_features.T @ hidden_positive - negative_features.T @ hidden_negative,
+            (positive_features - negative_features).sum(0),
+            hidden_positive.sum(0) - hidden_negative.sum(0),
+        ]
+        if params.log_variance is not None:
+            gradients[1] = ((positive - negative).sum(0)) * torch.exp(-params.log_variance)
+            gradients.append(
+                self._log_variance_statistic(params, positive, hidden_positive)
+                - self._log_variance_statistic(params, negative, hidden_negative)
+            )
+        if rbm.weight_decay > 0:
+            gradients[0] = gradients[0] - batch * rbm.weight_decay * params.weights
+        scales = [step, step, step, step * rbm.variance_learning_rate_scale * rbm.learn_variance]
+        for index, (tensor, gradient) in enumerate(zip(rbm._parameter_list(), gradients)):
+            if self.velocities is not None:
+                velocity = self.velocities[index]
+                velocity.mul_(rbm.momentum).add_(gradient, alpha=scales[index])
+                tensor.add_(velocity)
+            else:
+                tensor.add_(gradient, alpha=scales[index])
+        if params.log_variance is not None:
+            rbm.log_variance.clamp_(*LOG_VARIANCE_BOUNDS)
+
+    @staticmethod
+    def _log_variance_statistic(
+        params: RBMParams, visible: torch.Tensor, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """Summed ``-dE/d log s^2`` over the batch, per visible unit."""
+        inverse_variance = torch.exp(-params.log_variance)
+        quadratic = (visible - params.visible_bias) ** 2 * inverse_variance / 2
+        interaction = visible * inverse_variance * (hidden @ params.weights.T)
+        return (quadratic - interaction).sum(0)

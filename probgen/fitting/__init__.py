@@ -1,0 +1,13 @@
+"""The shared fitting core: one gradient loop (and its checkpoints) for every neural model.
+
+Example:
+    >>> from probgen.fitting import fit_model
+    >>> callable(fit_model)
+    True
+"""
+
+from __future__ import annotations
+
+from probgen.fitting.training import fit_model
+
+__all__ = ["fit_model"]

@@ -1,0 +1,15 @@
+"""Bayesian and Markov networks: exact and approximate queries, parameter and structure learning.
+
+Example:
+    >>> from probgen.networks import BayesianNetwork
+    >>> BayesianNetwork([("rain", "wet")]).variables
+    ['rain', 'wet']
+"""
+
+from __future__ import annotations
+
+from probgen.networks.bayesnet import BayesianNetwork, read_bif
+from probgen.networks.markovnet import MarkovNetwork
+from probgen.networks.structure import learn_structure
+
+__all__ = ["BayesianNetwork", "MarkovNetwork", "learn_structure", "read_bif"]
