@@ -84,8 +84,8 @@ class Model(nn.Module):
     Subclasses set `log_prob_kind` (class or instance attribute) and `event_shape`, store
     parameters as `nn.Parameter`s or buffers, and keep each constructor argument in the
     attribute of the same name (or override `get_config()`), so that `cls(**get_config())`
-    followed by `load_state_dict` rebuilds the model. Fitted values that are not tensors (history, iteration counts) are listed in
-    `fitted_attributes` and saved as JSON.
+    followed by `load_state_dict` rebuilds the model. Fitted values that are not tensors
+    (history, iteration counts) are listed in `fitted_attributes` and saved as JSON.
 
     Conventions:
         - `fit` sets `self.fitted_ = True` (through `_mark_fitted`) and returns `self`.
