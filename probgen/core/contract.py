@@ -181,8 +181,10 @@ class Model(nn.Module):
         return state
 
     def set_fitted_state(self, state: dict[str, Any]) -> None:
-        """Restore what `get_fitted_state` returned."""
+        """Restore what `get_fitted_state` returned (older history shapes are converted)."""
         for name, value in state.items():
+            if name == "history_":
+                value = history_records(value)
             setattr(self, name, value)
 
     def get_tensors(self) -> dict[str, torch.Tensor]:
@@ -259,6 +261,41 @@ class Model(nn.Module):
             return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         except NotImplementedError:
             return ""
+
+
+def history_records(history: Any) -> list[dict[str, Any]]:
+    """`history_` in its one shape: a list with one dict of figures per iteration or epoch.
+
+    Files written before that shape was shared hold a list of numbers (one log-likelihood per
+    EM iteration), a dict of equally long lists (one per figure), or a dict of such dicts per
+    layer; each is converted here.
+
+    Example:
+        >>> history_records([-3.0, -2.5])
+        [{'iteration': 1, 'log_likelihood': -3.0}, {'iteration': 2, 'log_likelihood': -2.5}]
+        >>> history_records({"epoch": [1, 2], "seconds": [0.1, 0.2]})
+        [{'epoch': 1, 'seconds': 0.1}, {'epoch': 2, 'seconds': 0.2}]
+    """
+    if history is None:
+        return []
+    if isinstance(history, dict):
+        if all(isinstance(v, (dict, list)) and not isinstance(v, list) for v in history.values()):
+            records = []
+            for layer, (_, layer_history) in enumerate(history.items()):
+                records += [{"layer": layer, **r} for r in history_records(layer_history)]
+            return records
+        length = max((len(v) for v in history.values() if isinstance(v, list)), default=0)
+        return [
+            {k: v[i] for k, v in history.items() if isinstance(v, list) and i < len(v)}
+            for i in range(length)
+        ]
+    records: list[dict[str, Any]] = []
+    for index, entry in enumerate(history):
+        if isinstance(entry, dict):
+            records.append(dict(entry))
+        else:
+            records.append({"iteration": index + 1, "log_likelihood": entry})
+    return records
 
 
 @functools.cache

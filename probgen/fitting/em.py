@@ -182,16 +182,24 @@ def fit_restarts(
     return best[2]
 
 
-def record_fit(model: Any, result: EMResult, *, warning: str | None = None) -> None:
+def record_fit(
+    model: Any, result: EMResult, *, warning: str | None = None, figure: str = "log_likelihood"
+) -> None:
     """Store `history_`, `n_iter_` and `converged_` on `model` and mark it fitted.
+
+    `history_` gets the shape every probgen model shares: one dict per iteration,
+    ``{"iteration": i, figure: value}``.
 
     Args:
         model: the fitted model.
         result: the kept run.
         warning: the `ConvergenceWarning` message when the run did not converge (None: no
             warning).
+        figure: the name of the recorded figure.
     """
-    model.history_ = [float(v) for v in result.history]
+    model.history_ = [
+        {"iteration": index + 1, figure: float(value)} for index, value in enumerate(result.history)
+    ]
     model.n_iter_ = len(result.history)
     model.converged_ = bool(result.converged)
     if not result.converged and warning:
