@@ -33,7 +33,7 @@ class TinyGaussian(Model):
         with torch.no_grad():
             self.loc.copy_(x.mean(0))
         self._mark_fitted()
-        self.history_ = [float(self.log_prob(x).mean().detach())]
+        self.history_ = [{"iteration": 1, "log_likelihood": float(self.log_prob(x).mean())}]
         return self
 
     def log_prob(self, x):
