@@ -42,11 +42,11 @@ CHARLM_REFERENCE = {"small_cpu": 1.88, "large_gpu": 1.47}
 
 # Candidate settings for MADE (picked per data set on validation log-likelihood).
 _MADE_CANDIDATES = [
-    {"name": "adam", "build": {}, "fit": {"lr": 1e-3}},
+    {"name": "adam", "build": {}, "fit": {"learning_rate": 1e-3}},
     {
         "name": "adamw-wd0.5-direct",
         "build": {"direct_connection": True},
-        "fit": {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 0.5},
+        "fit": {"learning_rate": 1e-3, "optimizer": "adamw", "weight_decay": 0.5},
     },
 ]
 
@@ -107,7 +107,7 @@ def run_made_benchmark(quick: bool) -> dict[str, Any]:
             model.fit(
                 train,
                 validation_data=valid,
-                epochs=max_epochs,
+                n_epochs=max_epochs,
                 batch_size=100,
                 early_stopping_patience=10,
                 **candidate["fit"],
@@ -146,9 +146,9 @@ def _calibrated_steps(settings: dict[str, Any], train: str, budget_seconds: floa
     """Optimiser steps that fit in `budget_seconds`, timed on a throwaway copy of the model."""
     probe = charlm_shakespeare.build(**settings)
     sample = train[: probe.seq_length * probe.batch_size * 4]
-    probe.fit(sample, epochs=1, max_steps=1)  # warm-up (allocations)
+    probe.fit(sample, n_epochs=1, max_steps=1)  # warm-up (allocations)
     began = time.perf_counter()
-    probe.fit(sample, epochs=1, max_steps=3)
+    probe.fit(sample, n_epochs=1, max_steps=3)
     per_step = (time.perf_counter() - began) / 3
     return max(1, int(budget_seconds / per_step))
 
@@ -186,7 +186,7 @@ def run_charlm_benchmark(quick: bool) -> dict[str, Any]:
     steps = _calibrated_steps(settings, train, budget)
     model = charlm_shakespeare.build(**settings)
     began = time.perf_counter()
-    model.fit(train, epochs=max(1, math.ceil(steps / (len(train) / 4096))), max_steps=steps)
+    model.fit(train, n_epochs=max(1, math.ceil(steps / (len(train) / 4096))), max_steps=steps)
     train_seconds = time.perf_counter() - began
     began = time.perf_counter()
     segment_bits = model.bits_per_character(valid, segment_length=256)

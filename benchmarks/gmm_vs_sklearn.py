@@ -134,7 +134,8 @@ def em_case(
     per_iteration = {
         name: (values[iterations] - values[1]) / (iterations - 1) for name, values in times.items()
     }
-    ours_ll, theirs_ll = float(ours.history_[-1]), float(theirs.lower_bound_)
+    ours_ll = float(ours.history_[-1]["mean_log_likelihood"])
+    theirs_ll = float(theirs.lower_bound_)
     row: dict[str, Any] = {
         "n_points": n_points,
         "n_features": n_features,

@@ -47,7 +47,7 @@ from probgen.recipes._shared_data import SharedDataMissing  # noqa: E402
 
 from probgen.deep.flows import Flow  # noqa: E402
 from probgen.deep.vae import VAE  # noqa: E402
-from probgen.fitting.training import fit_model  # noqa: E402
+from probgen.fitting import fit_model  # noqa: E402
 
 IWAE_PAPER_NLL = 86.76
 
@@ -146,14 +146,16 @@ def flows_vs_zuko(quick: bool) -> dict[str, Any]:
         for kind in ("realnvp", "maf", "nsf"):
             settings = dict(n_layers=n_layers, hidden_dims=hidden, count_bins=bins, bound=bound)
             # Untimed warm-up of both libraries (lazy initialisation, allocator).
-            Flow(2, kind=kind, seed=0, **settings).fit(train[:512], epochs=1, batch_size=batch_size)
+            Flow(2, kind=kind, seed=0, **settings).fit(
+                train[:512], n_epochs=1, batch_size=batch_size
+            )
             _fit_zuko(
                 _zuko_flow(kind, n_layers, hidden, bins, bound), train[:512], 1, batch_size, lr, 0
             )
             torch.manual_seed(0)
             ours = Flow(2, kind=kind, seed=0, **settings)
             started = time.perf_counter()
-            ours.fit(train, epochs=epochs, batch_size=batch_size, lr=lr)
+            ours.fit(train, n_epochs=epochs, batch_size=batch_size, learning_rate=lr)
             our_sequential = (time.perf_counter() - started) / ours.history_[-1]["steps"]
             our_ll = float(ours.log_prob(test).double().mean())
 
@@ -166,7 +168,7 @@ def flows_vs_zuko(quick: bool) -> dict[str, Any]:
             times = _alternating_step_times(
                 {
                     "probgen": lambda r, flow=ours, data=train: flow.fit(
-                        data, epochs=1, batch_size=batch_size, lr=lr, seed=r
+                        data, n_epochs=1, batch_size=batch_size, learning_rate=lr, seed=r
                     ),
                     "zuko": lambda r, flow=theirs, data=train: _fit_zuko(
                         flow, data, 1, batch_size, lr, seed=r, max_steps=steps_per_block
@@ -282,7 +284,7 @@ def svi_overhead(quick: bool) -> dict[str, Any]:
         vaes = {engine: VAE((width,), latent, hidden_dims=hidden, seed=0) for engine in ENGINES}
         losses = {"pyro": vaes["pyro"]._make_loss(), "torch": _plain_torch_elbo_loss}
         for engine in ENGINES:  # warm up (allocator, lazy initialisation)
-            fit_model(vaes[engine], (x,), loss=losses[engine], epochs=1, batch_size=batch, seed=0)
+            fit_model(vaes[engine], (x,), loss=losses[engine], n_epochs=1, batch_size=batch, seed=0)
         wall: dict[str, list[float]] = {engine: [] for engine in ENGINES}
         cpu: dict[str, list[float]] = {engine: [] for engine in ENGINES}
         for round_index in range(rounds):
@@ -293,7 +295,7 @@ def svi_overhead(quick: bool) -> dict[str, Any]:
                     vaes[engine],
                     (x,),
                     loss=losses[engine],
-                    epochs=10_000,
+                    n_epochs=10_000,
                     batch_size=batch,
                     seed=round_index,
                     max_steps=block_steps,
@@ -354,7 +356,7 @@ def vae_mnist(quick: bool) -> dict[str, Any]:
         vae,
         (train[:2000],),
         loss=vae._make_loss(),
-        epochs=1,
+        n_epochs=1,
         batch_size=batch_size,
         seed=0,
         max_steps=10,
@@ -362,7 +364,7 @@ def vae_mnist(quick: bool) -> dict[str, Any]:
     step_seconds = probe[-1]["seconds"] / probe[-1]["steps"]
     max_steps = max(1, int(budget / step_seconds))
     started = time.perf_counter()
-    vae.fit(train, epochs=10_000, batch_size=batch_size, max_steps=max_steps, lr=1e-3)
+    vae.fit(train, n_epochs=10_000, batch_size=batch_size, max_steps=max_steps, learning_rate=1e-3)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     iwae = vae.iwae(test, k=k)

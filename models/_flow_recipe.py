@@ -20,7 +20,7 @@ SPLIT_SIZES = {"train": 10_000, "valid": 2_000, "test": 5_000}
 # Offsets far apart, so that the splits of any seed below a million never share a draw.
 _SPLIT_OFFSETS = {"train": 0, "valid": 1_000_003, "test": 2_000_003}
 _SHARED_SETTINGS: dict[str, Any] = dict(
-    dim=2, hidden_dims=(64, 64), epochs=60, batch_size=256, seed=0
+    dim=2, hidden_dims=(64, 64), n_epochs=60, batch_size=256, seed=0
 )
 
 

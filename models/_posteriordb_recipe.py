@@ -22,7 +22,7 @@ import torch
 from probgen.recipes import _shared_data
 
 from probgen.core.errors import DataError
-from probgen.samplers.pyro_bridge import PyroDensity
+from probgen.samplers.pyro_density import PyroDensity
 
 
 def flat_parameter_names(shapes: dict[str, tuple[int, ...]]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 from probgen.recipes._bif_recipe import bif_recipe_functions
 
 FAMILY = "bayesnet"
-SMOKE = {"build": {}, "data": {"n": 2000}, "fit": {"method": "bayes", "prior": "bdeu"}}
+SMOKE = {"build": {"method": "bayes", "prior": "bdeu"}, "data": {"n": 2000}, "fit": {}}
 # 2**41 joint states: normalisation is exact by construction but cannot be enumerated.
 CONTRACT: dict[str, Any] = {"check_normalization": False}
 REFERENCE = {

@@ -35,7 +35,7 @@ REFERENCE = {
 SMOKE = {
     "build": {"hidden_dim": 32, "n_layers": 1, "n_heads": 2, "max_length": 32},
     "data": {"n": 48, "seq_length": 32},
-    "fit": {"epochs": 1},
+    "fit": {"n_epochs": 1},
 }
 # 65**5 sequences cannot be enumerated; normalisation is checked on tiny vocabularies in tests.
 CONTRACT = {"check_normalization": False}
@@ -49,9 +49,9 @@ SIZES: dict[str, dict[str, Any]] = {
         n_layers=1,
         seq_length=128,
         dropout=0.0,
-        epochs=1,
+        n_epochs=1,
         batch_size=32,
-        lr=3e-3,
+        learning_rate=3e-3,
     ),
     "large": dict(
         arch="transformer",
@@ -61,9 +61,9 @@ SIZES: dict[str, dict[str, Any]] = {
         max_length=256,
         seq_length=256,
         dropout=0.2,
-        epochs=1,
+        n_epochs=1,
         batch_size=64,
-        lr=1e-3,
+        learning_rate=1e-3,
     ),
 }
 

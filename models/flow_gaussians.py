@@ -42,13 +42,14 @@ REFERENCE = {
 SMOKE = {
     "build": {"n_layers": 2, "hidden_dims": [16, 16]},
     "data": {"n": 512},
-    "fit": {"epochs": 2},
+    "fit": {"n_epochs": 2},
 }
 
 
 def build(**overrides: Any) -> Flow:
     """A neural spline flow (autoregressive, Pyro's spline_autoregressive through .inv)."""
-    return build_flow(dict(kind="nsf", n_layers=4, count_bins=8, bound=4.0, lr=3e-3), overrides)
+    settings = dict(kind="nsf", n_layers=4, count_bins=8, bound=4.0, learning_rate=3e-3)
+    return build_flow(settings, overrides)
 
 
 def data(split: str = "train", seed: int = 0, n: int | None = None) -> torch.Tensor:

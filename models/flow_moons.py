@@ -25,13 +25,13 @@ NOISE = 0.05
 SMOKE = {
     "build": {"n_layers": 2, "hidden_dims": [16, 16]},
     "data": {"n": 512},
-    "fit": {"epochs": 2},
+    "fit": {"n_epochs": 2},
 }
 
 
 def build(**overrides: Any) -> Flow:
     """A RealNVP (affine coupling) flow with 8 layers."""
-    return build_flow(dict(kind="realnvp", n_layers=8, lr=1e-3), overrides)
+    return build_flow(dict(kind="realnvp", n_layers=8, learning_rate=1e-3), overrides)
 
 
 def data(split: str = "train", seed: int = 0, n: int | None = None) -> torch.Tensor:

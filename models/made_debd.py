@@ -33,7 +33,7 @@ REFERENCE = {
 SMOKE = {
     "build": {"hidden_dims": [32], "n_masks": 2},
     "data": {"n": 400},
-    "fit": {"epochs": 2},
+    "fit": {"n_epochs": 2},
 }
 
 
@@ -45,9 +45,9 @@ def build(dataset: str = "nltcs", **overrides: Any) -> MADE:
         hidden_dims=[500],
         n_masks=1,
         likelihood="bernoulli",
-        epochs=30,
+        n_epochs=30,
         batch_size=100,
-        lr=1e-3,
+        learning_rate=1e-3,
         seed=0,
     )
     settings.update(overrides)

@@ -31,7 +31,7 @@ REFERENCE = {
 SMOKE = {
     "build": {"n_filters": 8, "n_layers": 2, "output_filters": 8},
     "data": {"n": 64},
-    "fit": {"epochs": 1},
+    "fit": {"n_epochs": 1},
 }
 # Drawing 784 pixels one at a time is the slow part: fewer draws, and 2**784 images cannot be
 # enumerated.
@@ -47,9 +47,9 @@ def build(**overrides: Any) -> PixelCNN:
         n_layers=7,
         kernel_size=3,
         first_kernel_size=7,
-        epochs=10,
+        n_epochs=10,
         batch_size=32,
-        lr=1e-3,
+        learning_rate=1e-3,
         seed=0,
     )
     settings.update(overrides)

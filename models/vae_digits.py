@@ -24,7 +24,7 @@ FAMILY = "vae"
 SMOKE = {
     "build": {"hidden_dims": [32], "latent_dim": 2},
     "data": {"n": 256},
-    "fit": {"epochs": 2},
+    "fit": {"n_epochs": 2},
 }
 
 
@@ -35,9 +35,9 @@ def build(**overrides: Any) -> VAE:
         latent_dim=8,
         likelihood="bernoulli",
         hidden_dims=(128, 64),
-        epochs=100,
+        n_epochs=100,
         batch_size=100,
-        lr=1e-3,
+        learning_rate=1e-3,
         seed=0,
     )
     settings.update(overrides)

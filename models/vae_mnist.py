@@ -30,7 +30,7 @@ REFERENCE = {
 SMOKE = {
     "build": {"hidden_dims": [64], "latent_dim": 4},
     "data": {"n": 256},
-    "fit": {"epochs": 1},
+    "fit": {"n_epochs": 1},
 }
 
 
@@ -41,9 +41,9 @@ def build(**overrides: Any) -> VAE:
         latent_dim=50,
         likelihood="bernoulli",
         hidden_dims=(200, 200),
-        epochs=50,
+        n_epochs=50,
         batch_size=100,
-        lr=1e-3,
+        learning_rate=1e-3,
         seed=0,
     )
     settings.update(overrides)

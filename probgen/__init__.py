@@ -42,8 +42,8 @@ _EXPORTS: dict[str, str] = {
     # samplers
     "sample_chains": "probgen.samplers.chains",
     "Samples": "probgen.samplers.chains",
-    "as_pyro": "probgen.samplers.pyro_bridge",
-    "PyroDensity": "probgen.samplers.pyro_bridge",
+    "as_pyro": "probgen.samplers.pyro_distribution",
+    "PyroDensity": "probgen.samplers.pyro_density",
     # neural models
     "VAE": "probgen.deep.vae",
     "Flow": "probgen.deep.flows",

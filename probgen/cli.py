@@ -122,7 +122,11 @@ def _fit(arguments: argparse.Namespace) -> int:
         data_options = recipe.smoke.get("data", {}) if smoke else {}
         data = recipe.data(split="train", seed=settings["seed"], **data_options)
         source = f"recipe {recipe.name!r} (train split)"
-    if "progress" in inspect.signature(model.fit).parameters:
+    if "progress" in inspect.signature(type(model)).parameters:
+        # A constructor setting (fit(progress=...) is deprecated where the constructor has it).
+        if "progress" not in build_options:
+            model.progress = True
+    elif "progress" in inspect.signature(model.fit).parameters:
         fit_options.setdefault("progress", True)
     print(f"fitting {type(model).__name__} ({recipe.name}) on {source} ...")
     model.fit(data, **fit_options)

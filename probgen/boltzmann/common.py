@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +147,30 @@ def divergence(
     return None
 
 
+def warn_fit_settings(model: str, *, stacklevel: int = 4, **settings: Any) -> None:
+    """Warn `DeprecationWarning` for each setting passed to `fit` (not None) instead of `__init__`.
+
+    `stacklevel` 4 points at the caller of `fit` when `fit` calls a helper that calls this.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_fit_settings("RBM", n_epochs=3, seed=None)
+        >>> [str(w.message).split(";")[0] for w in caught]
+        ['RBM.fit(n_epochs=...) is deprecated']
+    """
+    for name, value in settings.items():
+        if value is not None:
+            warnings.warn(
+                f"{model}.fit({name}=...) is deprecated; pass {name} to the {model} constructor "
+                f"instead ({model}(..., {name}=...)). The fit argument will be removed in the "
+                "next release.",
+                DeprecationWarning,
+                stacklevel=stacklevel,
+            )
+
+
 def adopt_saved_dtype(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Cast `module` to the floating dtype of saved tensors (so float64 models load as such)."""
     for tensor in tensors.values():
@@ -223,7 +248,7 @@ class EnergyModel(KeepsSavedDtype, Model):
         """Finish `set_parameters`: forget cached log Z and mark the model fitted."""
         self._log_partition_cache = {}
         if not hasattr(self, "history_"):
-            self.history_ = {}
+            self.history_ = []
             self.n_iter_ = 0
         self._mark_fitted()
 
@@ -257,7 +282,12 @@ class EnergyModel(KeepsSavedDtype, Model):
     def _fit_arguments(
         self, n_epochs: int | None, seed: int | None, progress: bool | None
     ) -> tuple[int, torch.Generator, bool]:
-        """Epochs, generator and progress display of one `fit` call (constructor defaults)."""
+        """Epochs, generator and progress display of one `fit` call (constructor defaults).
+
+        The `fit` arguments are deprecated aliases of the constructor's: each one given warns
+        (`warn_fit_settings`) and still overrides the constructor's value for this call.
+        """
+        warn_fit_settings(type(self).__name__, n_epochs=n_epochs, seed=seed, progress=progress)
         epochs = self.n_epochs if n_epochs is None else check_positive_int(n_epochs, "n_epochs")
         generator = self.make_generator(self.seed if seed is None else seed)
         show = self.progress if progress is None else bool(progress)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probgen.boltzmann.common import KeepsSavedDtype
+from probgen.boltzmann.common import KeepsSavedDtype, warn_fit_settings
 from probgen.boltzmann.rbm import RBM, VISIBLE_TYPES
 from probgen.boltzmann.rbm_functions import (
     RBMParams,
@@ -144,16 +144,8 @@ class DBN(KeepsSavedDtype, Model):
         )
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "layer_sizes": list(self.layer_sizes),
-            "visible": self.visible,
-            "n_categories": self.n_categories,
-            "top_gibbs_steps": self.top_gibbs_steps,
-            "elbo_samples": self.elbo_samples,
-            "elbo_seed": self.elbo_seed,
-            "seed": self.seed,
-            **self.rbm_options,
-        }
+        # The derived config skips **rbm_options; they are constructor arguments too.
+        return {**super().get_config(), **self.rbm_options}
 
     def get_fitted_state(self) -> dict[str, Any]:
         state = super().get_fitted_state()
@@ -174,10 +166,17 @@ class DBN(KeepsSavedDtype, Model):
         seed: int | None = None,
         progress: bool | None = None,
     ) -> DBN:
-        """Greedy layer-wise pretraining: each RBM learns the hidden probabilities below it."""
+        """Greedy layer-wise pretraining: each RBM learns the hidden probabilities below it.
+
+        `history_` holds every layer's per-epoch records, each with a ``"layer"`` key.
+        `n_epochs`, `seed` and `progress` are deprecated here (set them in the constructor:
+        `n_epochs` and `progress` go to every layer); given, they warn and override the
+        constructor's values for this call.
+        """
+        warn_fit_settings("DBN", stacklevel=3, n_epochs=n_epochs, seed=seed, progress=progress)
         x, _ = self.layers[0]._check_visible(data, "data")
         generator = self.make_generator(self.seed if seed is None else seed)
-        self.history_: dict[str, list] = {}
+        self.history_: list[dict[str, Any]] = []
         with torch.no_grad():
             features = x
             for index, layer in enumerate(self.layers):
@@ -188,7 +187,7 @@ class DBN(KeepsSavedDtype, Model):
                 layer._fit_tensor(
                     features, validation=None, n_epochs=epochs, generator=generator, progress=show
                 )
-                self.history_[f"layer_{index}"] = layer.history_
+                self.history_ += [{"layer": index, **record} for record in layer.history_]
                 features = torch.sigmoid(hidden_preactivation(layer.params(), features))
         self.n_iter_ = len(self.layers)
         self._mark_fitted()

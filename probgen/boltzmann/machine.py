@@ -145,8 +145,8 @@ class BoltzmannMachine(EnergyModel):
         seed: seed of training (None: fresh randomness).
 
     Attributes:
-        history_: per-epoch ``epoch``, ``seconds`` and ``log_likelihood`` (training data,
-            exact; only when enumeration is cheap).
+        history_: one dict per epoch: ``epoch``, ``learning_rate``, ``seconds`` and
+            ``log_likelihood`` (training data, exact; only when enumeration is cheap).
         n_iter_: epochs completed.
 
     Example:
@@ -198,13 +198,6 @@ class BoltzmannMachine(EnergyModel):
         self.biases = nn.Parameter(torch.zeros(self.n_units), requires_grad=False)
         self.register_buffer("base_logits", torch.zeros(self.n_units))
         self._init_log_partition()
-
-    def get_config(self) -> dict[str, Any]:
-        names = (
-            "n_units learning_rate n_epochs method batch_size gibbs_sweeps momentum weight_decay "
-            "exact_max_units ais_runs ais_betas ais_schedule ais_seed max_abs_weight progress seed"
-        ).split()
-        return {name: getattr(self, name) for name in names}
 
     # ---- parameters and input ----------------------------------------------------------------
     def set_parameters(self, *, couplings: Any = None, biases: Any = None) -> BoltzmannMachine:
@@ -399,6 +392,9 @@ class BoltzmannMachine(EnergyModel):
     ) -> BoltzmannMachine:
         """Maximum-likelihood training; see the class docstring for the methods.
 
+        `n_epochs`, `seed` and `progress` are deprecated here (set them in the constructor);
+        given, they warn and override the constructor's values for this call.
+
         Raises:
             DataError: malformed data.
             FitError: the parameters diverged; the last good values are kept.
@@ -419,7 +415,7 @@ class BoltzmannMachine(EnergyModel):
             self.base_logits.copy_(logits)
             self.biases.copy_(logits)
             self.couplings.zero_()
-        self.history_: dict[str, list] = {"epoch": [], "seconds": []}
+        self.history_: list[dict[str, float]] = []
         self.n_iter_ = 0
         monitor = self.n_units <= 16
         velocity_w = torch.zeros_like(self.couplings)
@@ -470,12 +466,16 @@ class BoltzmannMachine(EnergyModel):
                     "last good parameters are kept. Lower learning_rate."
                 )
             self.n_iter_ += 1
-            self.history_["epoch"].append(self.n_iter_)
-            self.history_["seconds"].append(elapsed)
+            record: dict[str, float] = {
+                "epoch": self.n_iter_,
+                "learning_rate": self.learning_rate,
+                "seconds": elapsed,
+            }
             if monitor:
                 log_z = float(bm_exact_log_partition(self.couplings.double(), self.biases.double()))
                 mean = bm_unnormalized_log_prob(self.couplings, self.biases, x).double().mean()
-                self.history_.setdefault("log_likelihood", []).append(float(mean) - log_z)
+                record["log_likelihood"] = float(mean) - log_z
+            self.history_.append(record)
         self._log_partition_cache = {}
         self._mark_fitted()
         return self

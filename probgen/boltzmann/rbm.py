@@ -1,7 +1,9 @@
 """Restricted Boltzmann machines: CD/PCD training, exact and AIS partition functions.
 
-`RBM` is the `nn.Module` that owns the parameters, trains them (`rbm_training`) and speaks the
-density contract; the algorithms are pure tensor functions in `rbm_functions`.
+`RBM` is the `nn.Module` that owns the parameters and speaks the density contract; its `fit`
+loop and monitoring live in `rbm_fit` (the per-batch updates in `rbm_training`), its Gibbs
+interface and exact sampling in `rbm_sampling`, and the algorithms are pure tensor functions
+in `rbm_functions`.
 
 Example:
     >>> import torch
@@ -16,9 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,50 +25,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from probgen.boltzmann.common import (
-    ENUMERATION_CHUNK_ELEMENTS,
-    MAX_ENUMERATED_UNITS,
     EnergyModel,
     LogPartition,
     binary_codes,
     check_binary,
     check_fraction,
     check_positive_float,
-    divergence,
 )
+from probgen.boltzmann.rbm_fit import MONITORED_FIGURES, RBMFitting
 from probgen.boltzmann.rbm_functions import (
     BaseRates,
     RBMParams,
     ais_log_partition,
     bernoulli,
-    enumerated_layer,
     exact_log_partition,
     free_energy,
-    hidden_log_marginal,
     hidden_preactivation,
     pseudo_log_likelihood,
-    sample_base,
     sample_visible,
-    tempered_gibbs_step,
     visible_mean,
     visible_preactivation,
 )
-from probgen.boltzmann.rbm_training import LOG_VARIANCE_BOUNDS, TrainingState
+from probgen.boltzmann.rbm_sampling import RBMSampling
 from probgen.core.data import as_tensor, check_choice, check_positive_int
-from probgen.core.errors import DataError, FitError
+from probgen.core.errors import DataError
 
 VISIBLE_TYPES = ("bernoulli", "gaussian", "categorical")
 TRAINING_METHODS = ("cd", "pcd")
 LEARNING_RATE_SCHEDULES = ("constant", "linear", "exponential")
-MONITORED_FIGURES = ("reconstruction_error", "pseudo_log_likelihood", "log_likelihood")
-# Per-epoch exact log-likelihood monitoring only when enumeration costs at most this many
-# numbers (2**units x width).
-_MONITOR_ENUMERATION_BUDGET = 1 << 24
 
 
 # ---- the model ---------------------------------------------------------------------------
 
 
-class RBM(EnergyModel):
+class RBM(RBMSampling, RBMFitting, EnergyModel):
     """A restricted Boltzmann machine with binary hidden units.
 
     Args:
@@ -111,7 +100,7 @@ class RBM(EnergyModel):
         seed: seed of initialisation and training (None: fresh randomness).
 
     Attributes:
-        history_: dict of per-epoch lists (``epoch``, ``learning_rate``, ``seconds`` and the
+        history_: one dict per epoch (``epoch``, ``learning_rate``, ``seconds`` and the
             monitored figures; ``validation_*`` too when `fit` gets validation data).
         n_iter_: epochs completed.
 
@@ -224,36 +213,10 @@ class RBM(EnergyModel):
 
     # ---- configuration ---------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
-        return {
-            "n_visible": self.n_visible,
-            "n_hidden": self.n_hidden,
-            "visible": self.visible,
-            "n_categories": self.n_categories if self.visible == "categorical" else None,
-            "learning_rate": self.learning_rate,
-            "n_epochs": self.n_epochs,
-            "batch_size": self.batch_size,
-            "method": self.method,
-            "cd_steps": self.cd_steps,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "learning_rate_schedule": self.learning_rate_schedule,
-            "learning_rate_decay": self.learning_rate_decay,
-            "n_temperatures": self.n_temperatures,
-            "learn_variance": self.learn_variance,
-            "variance_learning_rate_scale": self.variance_learning_rate_scale,
-            "init_std": self.init_std,
-            "monitor": self.monitor,
-            "monitor_size": self.monitor_size,
-            "progress": self.progress,
-            "exact_max_units": self.exact_max_units,
-            "ais_runs": self.ais_runs,
-            "ais_betas": self.ais_betas,
-            "ais_schedule": self.ais_schedule,
-            "ais_seed": self.ais_seed,
-            "max_abs_weight": self.max_abs_weight,
-            "warm_start": self.warm_start,
-            "seed": self.seed,
-        }
+        # n_categories is stored as 1 for non-categorical units but was given (and saved) as None.
+        config = super().get_config()
+        config["n_categories"] = self.n_categories if self.visible == "categorical" else None
+        return config
 
     # ---- tensors as tuples -------------------------------------------------------------------
     def params(self, dtype: torch.dtype | None = None) -> RBMParams:
@@ -405,99 +368,6 @@ class RBM(EnergyModel):
         )
         return self._to_event(flat, hidden.shape[:-1])
 
-    # ---- Gibbs interface (shared with probgen.samplers) -------------------------------------
-    def _evidence(self, evidence: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Clamped visible units as (mask, values) over the flat visible units, or None."""
-        if not evidence:
-            return None
-        if not isinstance(evidence, Mapping):
-            raise DataError(
-                "evidence must be a dict {visible unit index: value}, got "
-                f"{type(evidence).__name__}"
-            )
-        mask = torch.zeros(self.n_visible_units, dtype=torch.bool, device=self.device)
-        values = torch.zeros(self.n_visible_units, dtype=self.dtype, device=self.device)
-        for unit, value in evidence.items():
-            if (
-                isinstance(unit, bool)
-                or not isinstance(unit, int)
-                or not 0 <= unit < self.n_visible
-            ):
-                raise DataError(
-                    f"evidence key {unit!r} is not a visible unit index in [0, {self.n_visible})"
-                )
-            value = float(value)
-            if self.visible == "categorical":
-                if value != int(value) or not 0 <= value < self.n_categories:
-                    raise DataError(
-                        f"evidence[{unit}] = {value:g} is not a category code in "
-                        f"[0, {self.n_categories})"
-                    )
-                start = unit * self.n_categories
-                mask[start : start + self.n_categories] = True
-                values[start + int(value)] = 1.0
-            else:
-                if self.visible == "bernoulli" and value not in (0.0, 1.0):
-                    raise DataError(f"evidence[{unit}] = {value:g}; Bernoulli units take 0 or 1")
-                if not math.isfinite(value):
-                    raise DataError(f"evidence[{unit}] is not finite")
-                mask[unit] = True
-                values[unit] = value
-        return mask, values
-
-    def initial_state(
-        self,
-        num_chains: int,
-        *,
-        generator: torch.Generator | None = None,
-        evidence: Mapping[int, Any] | None = None,
-    ) -> torch.Tensor:
-        """Starting visible states for `num_chains` chains: draws from the base-rate model.
-
-        Args:
-            num_chains: number of chains.
-            generator: source of randomness.
-            evidence: optional dict {visible unit index: value} of clamped units (for
-                categorical units the value is the category code).
-        """
-        num_chains = check_positive_int(num_chains, "num_chains")
-        generator = generator or self.make_generator(None)
-        clamp = self._evidence(evidence)
-        flat = sample_base(self.params(), self.base_rates(), num_chains, generator)
-        if clamp is not None:
-            flat = torch.where(clamp[0], clamp[1], flat)
-        return self._to_event(flat, torch.Size([num_chains]))
-
-    def gibbs_step(
-        self,
-        v: torch.Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        evidence: Mapping[int, Any] | None = None,
-    ) -> torch.Tensor:
-        """One block-Gibbs sweep v -> h -> v' for a batch of chains (*batch, *event_shape).
-
-        With `evidence` the clamped visible units keep their values, so the chains sample the
-        conditional distribution of the others (visible units are independent given h).
-        """
-        v = torch.as_tensor(v, dtype=self.dtype, device=self.device)
-        event_dims = len(self.event_shape)
-        if tuple(v.shape[v.dim() - event_dims :]) != tuple(self.event_shape):
-            raise DataError(
-                f"v has shape {tuple(v.shape)}; chains need trailing shape "
-                f"{tuple(self.event_shape)}"
-            )
-        generator = generator or self.make_generator(None)
-        clamp = self._evidence(evidence)
-        batch_shape = v.shape[: v.dim() - event_dims]
-        flat = v.reshape(-1, self.n_visible_units)
-        if clamp is not None:
-            flat = torch.where(clamp[0], clamp[1], flat)
-        flat = tempered_gibbs_step(self.params(), self.base_rates(), flat, 1.0, generator)
-        if clamp is not None:
-            flat = torch.where(clamp[0], clamp[1], flat)
-        return self._to_event(flat, batch_shape)
-
     # ---- partition function and densities ---------------------------------------------------
     def log_partition(
         self,
@@ -590,233 +460,6 @@ class RBM(EnergyModel):
             [(codes // self.n_categories**i) % self.n_categories for i in range(self.n_visible)], -1
         )
         return F.one_hot(digits, self.n_categories).to(self.dtype)
-
-    # ---- sampling (`sample` itself is EnergyModel's) ------------------------------------------
-    def _sample_gibbs(self, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
-        params = self.params()
-        base = self.base_rates()
-        flat = sample_base(params, base, n, generator)
-        for _ in range(steps):
-            flat = tempered_gibbs_step(params, base, flat, 1.0, generator)
-        return self._to_event(flat, torch.Size([n]))
-
-    def _sample_exact(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        units = self._enumerated_units()
-        if units > MAX_ENUMERATED_UNITS - 3:
-            raise DataError(f"exact sampling enumerates 2**{units} states; use method='gibbs'")
-        params64 = self.params(torch.float64)
-        layer = enumerated_layer(params64)
-        chunk = max(1, ENUMERATION_CHUNK_ELEMENTS // max(1, self.n_visible_units + self.n_hidden))
-        scores = []
-        for start in range(0, 1 << units, chunk):
-            configs = binary_codes(
-                start,
-                min(1 << units, start + chunk),
-                units,
-                dtype=torch.float64,
-                device=self.device,
-            )
-            if layer == "visible":
-                scores.append(-free_energy(params64, configs))
-            else:
-                scores.append(hidden_log_marginal(params64, configs))
-        log_weights = torch.cat(scores)
-        probabilities = torch.softmax(log_weights, 0)
-        index = torch.multinomial(probabilities, n, replacement=True, generator=generator)
-        shifts = torch.arange(units, device=self.device)
-        states = ((index[:, None] >> shifts[None, :]) & 1).to(self.dtype)
-        if layer == "visible":
-            return self._to_event(states, torch.Size([n]))
-        params = self.params()
-        flat = sample_visible(params, visible_preactivation(params, states), generator)
-        return self._to_event(flat, torch.Size([n]))
-
-    # ---- training -----------------------------------------------------------------------------
-    def fit(
-        self,
-        data: Any,
-        *,
-        validation_data: Any = None,
-        n_epochs: int | None = None,
-        seed: int | None = None,
-        progress: bool | None = None,
-    ) -> RBM:
-        """Train by CD-k or PCD-k (with optional parallel tempering).
-
-        Args:
-            data: visible data (n, *event_shape).
-            validation_data: optional held-out data monitored after every epoch.
-            n_epochs: overrides the constructor's `n_epochs` for this call.
-            seed: overrides the constructor's `seed` for this call.
-            progress: overrides the constructor's `progress` for this call.
-
-        Raises:
-            DataError: malformed data.
-            FitError: the parameters diverged; the model keeps the last good epoch's values.
-        """
-        x, _ = self._check_visible(data, "data")
-        validation = None
-        if validation_data is not None:
-            validation, _ = self._check_visible(validation_data, "validation_data")
-        epochs, generator, show = self._fit_arguments(n_epochs, seed, progress)
-        with torch.no_grad():
-            self._fit_tensor(
-                x, validation=validation, n_epochs=epochs, generator=generator, progress=show
-            )
-        return self
-
-    def _initialise(self, x: torch.Tensor, generator: torch.Generator) -> None:
-        """Small random weights, zero hidden biases, visible biases at the data's base rates."""
-        self.weights.copy_(
-            torch.randn(
-                self.weights.shape, generator=generator, dtype=self.dtype, device=self.device
-            )
-            * self.init_std
-        )
-        self.hidden_bias.zero_()
-        if self.visible == "gaussian":
-            mean = x.mean(0)
-            log_variance = torch.log(x.var(0, unbiased=False).clamp_min(1e-4)).clamp(
-                *LOG_VARIANCE_BOUNDS
-            )
-            self.visible_bias.copy_(mean)
-            self.log_variance.copy_(log_variance)
-            self.base_visible_bias.copy_(mean)
-            self.base_log_variance.copy_(log_variance)
-            return
-        # Smoothed frequencies keep the logits of never-seen states finite.
-        frequencies = (x.sum(0) + 1.0) / (x.shape[0] + 2.0)
-        if self.visible == "bernoulli":
-            logits = torch.log(frequencies) - torch.log1p(-frequencies)
-        else:
-            grouped = (x.sum(0) + 1.0).reshape(-1, self.n_categories)
-            logits = torch.log(grouped / grouped.sum(-1, keepdim=True)).reshape(-1)
-        self.visible_bias.copy_(logits)
-        self.base_visible_bias.copy_(logits)
-
-    def _monitored_figures(self) -> list[str]:
-        if not isinstance(self.monitor, str):
-            return list(self.monitor)
-        figures = ["reconstruction_error"]
-        if self.visible != "gaussian":
-            figures.append("pseudo_log_likelihood")
-        visible_enumerated = enumerated_layer(self.params()) == "visible"
-        width = self.n_hidden if visible_enumerated else self.n_visible_units
-        if self._enumerated_units() <= 22 and (1 << self._enumerated_units()) * width <= (
-            _MONITOR_ENUMERATION_BUDGET
-        ):
-            figures.append("log_likelihood")
-        return figures
-
-    def _evaluate(self, figures: list[str], x: torch.Tensor) -> dict[str, float]:
-        params = self.params()
-        values: dict[str, float] = {}
-        for figure in figures:
-            if figure == "reconstruction_error":
-                error = ((x - self._reconstruct_flat(x)) ** 2).sum(-1).mean()
-                values[figure] = float(error)
-            elif figure == "pseudo_log_likelihood":
-                values[figure] = float(pseudo_log_likelihood(params, x).mean())
-            elif figure == "log_likelihood":
-                log_z = float(exact_log_partition(self.params(torch.float64)))
-                values[figure] = float(
-                    (-free_energy(self.params(torch.float64), x.double())).mean() - log_z
-                )
-        return values
-
-    def _learning_rate_at(self, epoch: int, n_epochs: int) -> float:
-        if self.learning_rate_schedule == "linear":
-            return self.learning_rate * (n_epochs - epoch) / n_epochs
-        if self.learning_rate_schedule == "exponential":
-            return self.learning_rate * self.learning_rate_decay**epoch
-        return self.learning_rate
-
-    def _parameter_list(self) -> list[torch.Tensor]:
-        tensors = [self.weights, self.visible_bias, self.hidden_bias]
-        if self.log_variance is not None:
-            tensors.append(self.log_variance)
-        return tensors
-
-    def _diverged(self) -> str | None:
-        names = ("weights", "visible_bias", "hidden_bias", "log_variance")
-        return divergence(
-            zip(names, self._parameter_list()),
-            self.max_abs_weight,
-            f"max_abs_weight={self.max_abs_weight:g}",
-        )
-
-    def _fit_tensor(
-        self,
-        x: torch.Tensor,
-        *,
-        validation: torch.Tensor | None,
-        n_epochs: int,
-        generator: torch.Generator,
-        progress: bool,
-    ) -> None:
-        from tqdm.auto import tqdm
-
-        n_rows = x.shape[0]
-        continuing = self.warm_start and self.fitted_
-        if not continuing:
-            self._initialise(x, generator)
-            self.history_: dict[str, list] = {"epoch": [], "learning_rate": [], "seconds": []}
-            self.n_iter_ = 0
-        self._log_partition_cache = {}
-        figures = self._monitored_figures()
-        monitor_rows = x
-        if n_rows > self.monitor_size:
-            pick = torch.randperm(n_rows, generator=generator, device=x.device)[: self.monitor_size]
-            monitor_rows = x[pick]
-        monitor_validation = validation
-        if validation is not None and validation.shape[0] > self.monitor_size:
-            monitor_validation = validation[: self.monitor_size]
-        batch_size = min(self.batch_size, n_rows)
-        state = TrainingState(self, batch_size, generator)
-        epoch_bar = tqdm(
-            range(n_epochs), desc=type(self).__name__, disable=not progress, leave=False
-        )
-        # Reused every epoch: the last good parameters and the shuffled data.
-        snapshot = [torch.empty_like(tensor) for tensor in self._parameter_list()]
-        shuffled = x.new_empty(x.shape)
-        batch_starts = range(0, n_rows, batch_size)
-        for local_epoch in epoch_bar:
-            epoch = self.n_iter_
-            learning_rate = self._learning_rate_at(local_epoch, n_epochs)
-            for good, tensor in zip(snapshot, self._parameter_list()):
-                good.copy_(tensor)
-            started = time.perf_counter()
-            order = torch.randperm(n_rows, generator=generator, device=x.device)
-            torch.index_select(x, 0, order, out=shuffled)
-            for start in batch_starts:
-                state.update(shuffled[start : start + batch_size], learning_rate)
-            elapsed = time.perf_counter() - started
-            problem = self._diverged()
-            if problem is not None:
-                for tensor, good in zip(self._parameter_list(), snapshot):
-                    tensor.copy_(good)
-                self._log_partition_cache = {}
-                if self.n_iter_ > 0:
-                    self._mark_fitted()
-                raise FitError(
-                    f"RBM fit diverged in epoch {epoch + 1}: {problem}; the parameters of the "
-                    f"last good epoch ({self.n_iter_}) are kept. Lower learning_rate or add "
-                    "weight_decay."
-                )
-            self.n_iter_ += 1
-            record = {"epoch": self.n_iter_, "learning_rate": learning_rate, "seconds": elapsed}
-            record.update(self._evaluate(figures, monitor_rows))
-            if monitor_validation is not None:
-                for name, value in self._evaluate(figures, monitor_validation).items():
-                    record[f"validation_{name}"] = value
-            for name, value in record.items():
-                self.history_.setdefault(name, []).append(value)
-            if progress:
-                epoch_bar.set_postfix(
-                    {k: f"{v:.4g}" for k, v in record.items() if k not in ("epoch",)}
-                )
-        self._log_partition_cache = {}
-        self._mark_fitted()
 
 
 __all__ = ["RBM", "RBMParams", "BaseRates", "LogPartition"]

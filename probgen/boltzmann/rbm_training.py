@@ -4,23 +4,31 @@ CD-k restarts the chains at the data; PCD-k keeps hidden chain states across upd
 (Tieleman 2008); with several temperatures the persistent chains run parallel tempering on
 the path from the base-rate model to the RBM and swap neighbours after every sweep.
 
+The code works on the RBM's parameter record (`RBMParams`, whose tensors it updates in
+place), the base-rate model and a `TrainingSettings` record, never on the `RBM` class itself.
+
 Example:
     >>> import torch
-    >>> from probgen.boltzmann.rbm import RBM
-    >>> rbm = RBM(4, 2, method="pcd", n_temperatures=3, n_epochs=1, seed=0)
-    >>> rbm = rbm.fit((torch.arange(40).reshape(10, 4) % 3 == 0).float())
-    >>> rbm.n_iter_
-    1
+    >>> from probgen.boltzmann.rbm_functions import BaseRates, RBMParams
+    >>> params = RBMParams("bernoulli", 1, torch.zeros(4, 2), torch.zeros(4), torch.zeros(2), None)
+    >>> settings = TrainingSettings(method="pcd", n_temperatures=3)
+    >>> state = TrainingState(params, BaseRates(torch.zeros(4), None), settings, 5,
+    ...                       torch.Generator().manual_seed(0))
+    >>> state.update((torch.arange(20).reshape(5, 4) % 3 == 0).float(), 0.1)
+    >>> bool(params.weights.abs().sum() > 0)
+    True
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from probgen.boltzmann.ais import temperature_schedule
 from probgen.boltzmann.rbm_functions import (
+    BaseRates,
     RBMParams,
     bernoulli,
     hidden_preactivation,
@@ -32,12 +40,30 @@ from probgen.boltzmann.rbm_functions import (
     visible_preactivation,
 )
 
-if TYPE_CHECKING:
-    from probgen.boltzmann.rbm import RBM
-
 # Gaussian visible variances are kept inside [exp(-9), exp(9)] so a bad step cannot make the
 # conditional densities degenerate.
 LOG_VARIANCE_BOUNDS = (-9.0, 9.0)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The RBM's training options that one `fit` call's updates read (see `RBM`)."""
+
+    method: str = "pcd"
+    cd_steps: int = 1
+    n_temperatures: int = 1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    learn_variance: bool = True
+    variance_learning_rate_scale: float = 0.1
+
+
+def parameter_list(params: RBMParams) -> list[torch.Tensor]:
+    """The trained tensors in update order: weights, visible and hidden biases, log-variances."""
+    tensors = [params.weights, params.visible_bias, params.hidden_bias]
+    if params.log_variance is not None:
+        tensors.append(params.log_variance)
+    return tensors
 
 
 class _FusedViews(NamedTuple):
@@ -56,37 +82,51 @@ class _FusedViews(NamedTuple):
 
 
 class TrainingState:
-    """Negative-phase chains, momentum buffers and the per-batch update of one `fit` call."""
+    """Negative-phase chains, momentum buffers and the per-batch update of one `fit` call.
 
-    def __init__(self, rbm: RBM, batch_size: int, generator: torch.Generator) -> None:
-        self.rbm = rbm
+    Args:
+        params: the RBM's parameters; `update` changes these tensors in place.
+        base: the base-rate model (start of the chains and of the tempering path).
+        settings: the training options.
+        batch_size: rows per update (and persistent chains).
+        generator: source of randomness.
+    """
+
+    def __init__(
+        self,
+        params: RBMParams,
+        base: BaseRates,
+        settings: TrainingSettings,
+        batch_size: int,
+        generator: torch.Generator,
+    ) -> None:
+        self.params = params
+        self.base = base
+        self.settings = settings
         self.generator = generator
-        self.persistent = rbm.method == "pcd"
-        params = rbm.params()
+        self.persistent = settings.method == "pcd"
         self.chain_hidden: torch.Tensor | None = None
         self.tempered_chains: torch.Tensor | None = None
-        if self.persistent and rbm.n_temperatures > 1:
-            self.betas = temperature_schedule(rbm.n_temperatures, "linear").flip(0).tolist()
-            start = sample_base(
-                params, rbm.base_rates(), rbm.n_temperatures * batch_size, generator
-            )
-            self.tempered_chains = start.reshape(rbm.n_temperatures, batch_size, -1)
+        if self.persistent and settings.n_temperatures > 1:
+            self.betas = temperature_schedule(settings.n_temperatures, "linear").flip(0).tolist()
+            start = sample_base(params, base, settings.n_temperatures * batch_size, generator)
+            self.tempered_chains = start.reshape(settings.n_temperatures, batch_size, -1)
             self.swap_attempts = 0
             self.swap_accepts = 0
         elif self.persistent:
-            start = sample_base(params, rbm.base_rates(), batch_size, generator)
+            start = sample_base(params, base, batch_size, generator)
             self.chain_hidden = bernoulli(
                 torch.sigmoid(hidden_preactivation(params, start)), generator=generator
             )
         self.velocities: list[torch.Tensor] | None = None
-        if rbm.momentum > 0:
-            self.velocities = [torch.zeros_like(t) for t in rbm._parameter_list()]
+        if settings.momentum > 0:
+            self.velocities = [torch.zeros_like(t) for t in parameter_list(params)]
         self.fused = (
             self.chain_hidden is not None
-            and rbm.cd_steps == 1
-            and rbm.visible == "bernoulli"
-            and rbm.momentum == 0
-            and rbm.weight_decay == 0
+            and settings.cd_steps == 1
+            and params.visible == "bernoulli"
+            and settings.momentum == 0
+            and settings.weight_decay == 0
         )
         if self.fused:
             self._allocate_fused_buffers(batch_size)
@@ -99,13 +139,13 @@ class TrainingState:
         parameter tensors are held directly because the update changes them in place, and
         the persistent chains are overwritten in place too.
         """
-        rbm = self.rbm
+        params = self.params
         self._weights, self._visible_bias, self._hidden_bias = (
-            rbm.weights,
-            rbm.visible_bias,
-            rbm.hidden_bias,
+            params.weights,
+            params.visible_bias,
+            params.hidden_bias,
         )
-        like = rbm.weights
+        like = params.weights
         n_visible_units, n_hidden = like.shape
         # Rows [0, batch) hold the positive (data) batch, rows [batch, 2 batch) the negative one.
         self._stacked = like.new_empty(2 * batch_size, n_visible_units)
@@ -139,9 +179,9 @@ class TrainingState:
 
     def _negative_from_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k Gibbs sweeps starting from hidden states; returns (v_negative, p(h | v_negative))."""
-        rbm, params, generator = self.rbm, self.rbm.params(), self.generator
+        settings, params, generator = self.settings, self.params, self.generator
         weights_t = params.weights.T
-        for step in range(rbm.cd_steps):
+        for step in range(settings.cd_steps):
             if params.visible == "bernoulli":
                 visible = bernoulli(
                     torch.sigmoid(torch.addmm(params.visible_bias, hidden, weights_t)),
@@ -152,16 +192,16 @@ class TrainingState:
             hidden_probability = torch.sigmoid(
                 torch.addmm(params.hidden_bias, visible_features(params, visible), params.weights)
             )
-            if step + 1 < rbm.cd_steps:
+            if step + 1 < settings.cd_steps:
                 hidden = bernoulli(hidden_probability, generator=generator)
         return visible, hidden_probability
 
     def _tempered_negative(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One sweep of every tempered chain, neighbour swaps, and the beta = 1 statistics."""
-        rbm, generator = self.rbm, self.generator
-        params, base = rbm.params(), rbm.base_rates()
+        settings, generator = self.settings, self.generator
+        params, base = self.params, self.base
         chains = self.tempered_chains
-        for _ in range(rbm.cd_steps):
+        for _ in range(settings.cd_steps):
             chains = torch.stack(
                 [
                     tempered_gibbs_step(params, base, chains[i], beta, generator)
@@ -224,7 +264,7 @@ class TrainingState:
         if self.fused:
             self._fused_pcd1_update(positive, learning_rate)
             return
-        rbm, params = self.rbm, self.rbm.params()
+        settings, params = self.settings, self.params
         batch = positive.shape[0]
         positive_features = visible_features(params, positive)
         hidden_positive = torch.sigmoid(
@@ -247,13 +287,17 @@ class TrainingState:
                 else:
                     self.chain_hidden[:batch] = new_hidden
         step = learning_rate / batch
-        simple = self.velocities is None and rbm.weight_decay == 0 and params.log_variance is None
+        simple = (
+            self.velocities is None
+            and settings.weight_decay == 0
+            and params.log_variance is None
+        )
         if simple:
             # The common case in as few kernels as possible: it dominates training time.
-            rbm.weights.addmm_(positive.T, hidden_positive, alpha=step)
-            rbm.weights.addmm_(negative.T, hidden_negative, alpha=-step)
-            rbm.hidden_bias.add_(hidden_positive.sum(0) - hidden_negative.sum(0), alpha=step)
-            rbm.visible_bias.add_(positive.sum(0) - negative.sum(0), alpha=step)
+            params.weights.addmm_(positive.T, hidden_positive, alpha=step)
+            params.weights.addmm_(negative.T, hidden_negative, alpha=-step)
+            params.hidden_bias.add_(hidden_positive.sum(0) - hidden_negative.sum(0), alpha=step)
+            params.visible_bias.add_(positive.sum(0) - negative.sum(0), alpha=step)
             return
         negative_features = visible_features(params, negative)
         gradients = [
@@ -267,18 +311,19 @@ class TrainingState:
                 self._log_variance_statistic(params, positive, hidden_positive)
                 - self._log_variance_statistic(params, negative, hidden_negative)
             )
-        if rbm.weight_decay > 0:
-            gradients[0] = gradients[0] - batch * rbm.weight_decay * params.weights
-        scales = [step, step, step, step * rbm.variance_learning_rate_scale * rbm.learn_variance]
-        for index, (tensor, gradient) in enumerate(zip(rbm._parameter_list(), gradients)):
+        if settings.weight_decay > 0:
+            gradients[0] = gradients[0] - batch * settings.weight_decay * params.weights
+        variance_step = step * settings.variance_learning_rate_scale * settings.learn_variance
+        scales = [step, step, step, variance_step]
+        for index, (tensor, gradient) in enumerate(zip(parameter_list(params), gradients)):
             if self.velocities is not None:
                 velocity = self.velocities[index]
-                velocity.mul_(rbm.momentum).add_(gradient, alpha=scales[index])
+                velocity.mul_(settings.momentum).add_(gradient, alpha=scales[index])
                 tensor.add_(velocity)
             else:
                 tensor.add_(gradient, alpha=scales[index])
         if params.log_variance is not None:
-            rbm.log_variance.clamp_(*LOG_VARIANCE_BOUNDS)
+            params.log_variance.clamp_(*LOG_VARIANCE_BOUNDS)
 
     @staticmethod
     def _log_variance_statistic(

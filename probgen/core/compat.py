@@ -1,10 +1,11 @@
 """Old import paths kept as thin aliases that warn, for one release after a module moved.
 
 Example:
-    >>> import warnings
+    >>> import importlib, sys, warnings
+    >>> _ = sys.modules.pop("probgen.graphical.hmm", None)  # it warns when first imported
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
-    ...     import probgen.graphical.hmm as old
+    ...     old = importlib.import_module("probgen.graphical.hmm")
     ...     cls = old.HMM
     >>> cls.__name__, caught[0].category.__name__
     ('HMM', 'DeprecationWarning')

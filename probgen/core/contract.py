@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import inspect
 import json
 from collections.abc import Iterator
@@ -152,7 +151,7 @@ class Model(nn.Module):
             )
         config = {**self.get_config(), **params}
         device = self.device
-        type(self).__init__(self, **config)  # type: ignore[misc]
+        type(self).__init__(self, **config)
         self.to(device)
         return self
 
@@ -166,6 +165,20 @@ class Model(nn.Module):
             NoDensityError: the model has no density (`log_prob_kind` is ``"none"``).
         """
         return float(torch.as_tensor(self.log_prob(data)).double().mean())
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's estimator tags (asked of every estimator since scikit-learn 1.6).
+
+        A probgen model is an unsupervised density estimator; its input is checked by the
+        model itself (sequence models take lists of arrays), not by scikit-learn.
+        """
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(
+            estimator_type="density_estimator",
+            target_tags=TargetTags(required=False),
+            no_validation=True,
+        )
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Model:
@@ -280,10 +293,10 @@ def history_records(history: Any) -> list[dict[str, Any]]:
         return []
     if isinstance(history, dict):
         if all(isinstance(v, (dict, list)) and not isinstance(v, list) for v in history.values()):
-            records = []
+            layered: list[dict[str, Any]] = []
             for layer, (_, layer_history) in enumerate(history.items()):
-                records += [{"layer": layer, **r} for r in history_records(layer_history)]
-            return records
+                layered += [{"layer": layer, **r} for r in history_records(layer_history)]
+            return layered
         length = max((len(v) for v in history.values() if isinstance(v, list)), default=0)
         return [
             {k: v[i] for k, v in history.items() if isinstance(v, list) and i < len(v)}
@@ -298,14 +311,21 @@ def history_records(history: Any) -> list[dict[str, Any]]:
     return records
 
 
-@functools.cache
+_CONSTRUCTOR_ARGUMENTS: dict[type, tuple[str, ...]] = {}
+
+
 def _constructor_arguments(cls: type) -> tuple[str, ...]:
-    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    signature = inspect.signature(cls.__init__)
-    return tuple(
-        name for name, parameter in signature.parameters.items()
-        if name != "self" and parameter.kind not in skip
-    )
+    # A dict rather than functools.cache: mypy cannot see that classes are hashable when their
+    # instances (nn.Modules) define __hash__.
+    cached = _CONSTRUCTOR_ARGUMENTS.get(cls)
+    if cached is None:
+        skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        signature = inspect.signature(cls.__init__)  # type: ignore[misc]
+        cached = _CONSTRUCTOR_ARGUMENTS[cls] = tuple(
+            name for name, parameter in signature.parameters.items()
+            if name != "self" and parameter.kind not in skip
+        )
+    return cached
 
 
 @contextlib.contextmanager

@@ -202,7 +202,7 @@ def as_sequences(
     Raises:
         DataError: naming `name[i]` for the offending sequence.
     """
-    checks = dict(
+    checks: dict[str, Any] = dict(
         event_shape=event_shape,
         allow_nan=allow_nan,
         integer=integer,

@@ -47,7 +47,7 @@ _LEGACY_MODULES = {
     "probgen.graphical.boltzmann_machine": "probgen.boltzmann",
     "probgen.graphical.dbn": "probgen.boltzmann",
     "probgen.graphical.mixture": "probgen.mixture",
-    "probgen.pyro_bridge": "probgen.samplers.pyro_bridge",
+    "probgen.pyro_bridge": "probgen.samplers.pyro_density",
 }
 _MAX_HEADER_BYTES = 100_000_000
 
@@ -158,7 +158,7 @@ def _parse(raw: bytes, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tens
     return document, tensors
 
 
-def _resolve_class(name: Any, path: Path) -> type:
+def _resolve_class(name: Any, path: Path) -> Any:
     if not isinstance(name, str) or not name.startswith(_ALLOWED_MODULE_PREFIXES):
         raise ModelFileError(f"{str(path)!r} names a class outside probgen: {name!r}")
     module_name, _, qualname = name.rpartition(".")

@@ -9,7 +9,7 @@ Example:
     >>> import torch
     >>> from probgen.deep.autoregressive import MADE
     >>> x = torch.randint(0, 2, (64, 6)).float()
-    >>> MADE(6, hidden_dims=[16]).fit(x, epochs=1, seed=0).sample(2, seed=0).shape
+    >>> MADE(6, hidden_dims=[16]).fit(x, n_epochs=1, seed=0).sample(2, seed=0).shape
     torch.Size([2, 6])
 """
 

@@ -25,7 +25,7 @@ Example:
     >>> import torch
     >>> from probgen.deep.flows import Flow
     >>> x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
-    >>> flow = Flow(2, kind="realnvp", n_layers=2, hidden_dims=(16,), epochs=2, seed=0).fit(x)
+    >>> flow = Flow(2, kind="realnvp", n_layers=2, hidden_dims=(16,), n_epochs=2, seed=0).fit(x)
     >>> flow.log_prob(x[:3]).shape, flow.sample(5, seed=0).shape
     (torch.Size([3]), torch.Size([5, 2]))
 """
@@ -33,14 +33,12 @@ Example:
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 from pyro.distributions.conditional import ConditionalTransform
-from pyro.distributions.transforms.spline import ConditionalSpline, ConditionedSpline
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch import nn
 from torch.distributions import transforms as torch_transforms
@@ -48,8 +46,15 @@ from torch.distributions import transforms as torch_transforms
 from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError
-from probgen.deep.splines import rational_quadratic_spline
-from probgen.fitting.training import fit_with_model_settings
+from probgen.deep.flow_layers import (
+    _ConditionalInverse,
+    _ConditionalQuadraticSplineAutoregressive,
+    _Flip,
+    _QuadraticSplineAutoregressive,
+    _scoring_direction,
+)
+from probgen.fitting.loop import fit_with_model_settings
+from probgen.fitting.settings import RenamedSettings, renamed_arguments
 
 __all__ = ["Flow"]
 
@@ -61,141 +66,7 @@ _PREPROCESSING = (None, "logit")
 _LOG_SCALE_CLIPS = {"log_scale_min_clip": -7.0, "log_scale_max_clip": 7.0}
 
 
-class _Flip(torch_transforms.Transform):
-    """Reverse the feature order (a permutation with unit Jacobian), so that every feature is
-    transformed by the next coupling layer and autoregressive orders alternate."""
-
-    bijective = True
-    volume_preserving = True
-    domain = torch.distributions.constraints.real_vector
-    codomain = torch.distributions.constraints.real_vector
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Flip)
-
-    def __hash__(self) -> int:
-        return hash(_Flip)
-
-    def _call(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flip(-1)
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return y.flip(-1)
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(x.shape[:-1])
-
-
-class _MaskedAffineStep(torch_transforms.Transform):
-    """One MAF layer: the inverse of Pyro's `AffineAutoregressive` (an IAF layer).
-
-    Scoring (`_inverse`) is the IAF's fast forward pass. Sampling (`_call`) inverts it one
-    feature at a time; it is written here rather than taken from `layer.inv` because Pyro's
-    own inversion builds its buffers in the default dtype and fails in float64.
-    """
-
-    bijective = True
-    domain = torch.distributions.constraints.real_vector
-    codomain = torch.distributions.constraints.real_vector
-
-    def __init__(self, layer: Any) -> None:
-        super().__init__(cache_size=0)
-        self.layer = layer
-
-    def _call(self, z: torch.Tensor) -> torch.Tensor:
-        layer = self.layer
-        columns = [torch.zeros_like(z[..., 0])] * z.shape[-1]
-        for index in layer.arn.permutation.tolist():
-            mean, log_scale = layer.arn(torch.stack(columns, dim=-1))
-            log_scale = log_scale[..., index].clamp(
-                layer.log_scale_min_clip, layer.log_scale_max_clip
-            )
-            columns[index] = (z[..., index] - mean[..., index]) * torch.exp(-log_scale)
-        return torch.stack(columns, dim=-1)
-
-    def _inverse(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
-
-    def log_abs_det_jacobian(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return -self.layer.log_abs_det_jacobian(x, z)
-
-
-def _scoring_direction(layer: Any) -> Any:
-    """The density-estimation direction of a Pyro autoregressive layer (MAF, not IAF)."""
-    if isinstance(layer, T.AffineAutoregressive):
-        return _MaskedAffineStep(layer)
-    return layer.inv
-
-
-class _ConditionalInverse(ConditionalTransform):
-    """The scoring direction of a conditional autoregressive layer, once conditioned."""
-
-    def __init__(self, layer: ConditionalTransform) -> None:
-        self.layer = layer
-
-    def condition(self, context: torch.Tensor) -> torch_transforms.Transform:
-        return _scoring_direction(self.layer.condition(context))
-
-
-class _QuadraticSpline(ConditionedSpline):
-    """Pyro's conditioned spline, with `rational_quadratic_spline` doing the arithmetic.
-
-    `_params` gives the packed unconstrained parameters (*batch, dim, 3 K - 1); Pyro's
-    caching and log-determinant bookkeeping are inherited unchanged.
-    """
-
-    def __init__(self, params: Any, bound: float) -> None:
-        super().__init__(params, bound=bound, order="quadratic")
-
-    def spline_op(self, x: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, ...]:
-        params = self._params() if callable(self._params) else self._params
-        return rational_quadratic_spline(x, params, bound=self.bound, inverse=inverse)
-
-
-class _ConditionalQuadraticSpline(ConditionalSpline):
-    """Pyro's `ConditionalSpline` fed by an autoregressive network, for rational-quadratic
-    splines: the network's (widths, heights, derivatives), each (*batch, n, dim), are packed
-    once into a contiguous (*batch, dim, 3 K - 1) block (Pyro normalises transposed views)."""
-
-    def _packed_params(self, context: torch.Tensor) -> torch.Tensor:
-        widths, heights, derivatives = self.nn(context)
-        return torch.cat((widths.mT, heights.mT, derivatives.mT), dim=-1)
-
-    def condition(self, context: torch.Tensor) -> _QuadraticSpline:
-        return _QuadraticSpline(partial(self._packed_params, context), bound=self.bound)
-
-
-class _QuadraticSplineAutoregressive(T.SplineAutoregressive):
-    """Pyro's `SplineAutoregressive` (order "quadratic") with the leaner spline arithmetic.
-
-    The modules and their names are Pyro's (`arn`, `spline.nn`), so state dicts are
-    interchangeable with `T.SplineAutoregressive`.
-    """
-
-    def __init__(self, input_dim: int, autoregressive_nn: Any, count_bins: int, bound: float):
-        super().__init__(
-            input_dim, autoregressive_nn, count_bins=count_bins, bound=bound, order="quadratic"
-        )
-        self.spline = _ConditionalQuadraticSpline(
-            autoregressive_nn, input_dim, count_bins, bound, "quadratic"
-        )
-
-
-class _ConditionalQuadraticSplineAutoregressive(T.ConditionalSplineAutoregressive):
-    """Pyro's `ConditionalSplineAutoregressive` (order "quadratic") whose conditioned layers
-    use the leaner spline arithmetic."""
-
-    def condition(self, context: torch.Tensor) -> _QuadraticSplineAutoregressive:
-        # As Pyro's `condition`, returning the leaner layer.
-        network = partial(self.nn, context=context)
-        network.permutation = network.func.permutation  # type: ignore[attr-defined]
-        network.get_permutation = network.func.get_permutation  # type: ignore[attr-defined]
-        return _QuadraticSplineAutoregressive(
-            self.input_dim, network, self.kwargs["count_bins"], self.kwargs["bound"]
-        )
-
-
-class Flow(Model):
+class Flow(RenamedSettings, Model):
     """A normalizing flow density estimator (optionally conditional) from Pyro transforms.
 
     Args:
@@ -216,13 +87,13 @@ class Flow(Model):
             is included, so densities stay in data space.
         alpha: the logit squeeze.
         log_prob_samples: dequantisation draws averaged by `log_prob` (integer data only).
-        epochs, batch_size, lr: training settings (overridable in `fit`).
+        n_epochs, batch_size, learning_rate: training settings (overridable in `fit`).
         seed: seed of the initial weights and of training.
 
     Example:
         >>> import torch
         >>> flow = Flow(2, kind="maf", n_layers=2, hidden_dims=(16,), seed=0)
-        >>> flow.fit(torch.randn(128, 2), epochs=1).log_prob_kind.value
+        >>> flow.fit(torch.randn(128, 2), n_epochs=1).log_prob_kind.value
         'exact'
     """
 
@@ -243,12 +114,16 @@ class Flow(Model):
         preprocessing: str | None = None,
         alpha: float = 1e-3,
         log_prob_samples: int = 8,
-        epochs: int = 50,
+        n_epochs: int = 50,
         batch_size: int = 256,
-        lr: float = 1e-3,
+        learning_rate: float = 1e-3,
         seed: int | None = None,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
+        n_epochs, learning_rate = renamed_arguments(
+            type(self).__name__, deprecated, n_epochs=n_epochs, learning_rate=learning_rate
+        ).values()
         self.dim = check_positive_int(dim, "dim")
         self.kind = check_choice(kind, "kind", _KINDS)
         if self.kind in ("realnvp", "nsf_coupling") and self.dim < 2:
@@ -274,9 +149,9 @@ class Flow(Model):
             raise DataError(f"alpha must lie in [0, 0.5), got {alpha}")
         self.alpha = float(alpha)
         self.log_prob_samples = check_positive_int(log_prob_samples, "log_prob_samples")
-        self.epochs = check_positive_int(epochs, "epochs")
+        self.n_epochs = check_positive_int(n_epochs, "n_epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.lr = float(lr)
+        self.learning_rate = float(learning_rate)
         self.seed = seed
         self.event_shape = torch.Size([self.dim])
 
@@ -386,27 +261,6 @@ class Flow(Model):
     def log_prob_kind(self) -> LogProbKind:  # type: ignore[override]
         """`exact` for continuous data; `lower_bound` for dequantised integer data."""
         return LogProbKind.LOWER_BOUND if self.n_levels is not None else LogProbKind.EXACT
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "dim": self.dim,
-            "kind": self.kind,
-            "n_layers": self.n_layers,
-            "hidden_dims": list(self.hidden_dims),
-            "context_dim": self.context_dim,
-            "batch_norm": self.batch_norm,
-            "count_bins": self.count_bins,
-            "bound": self.bound,
-            "spline_order": self.spline_order,
-            "n_levels": self.n_levels,
-            "preprocessing": self.preprocessing,
-            "alpha": self.alpha,
-            "log_prob_samples": self.log_prob_samples,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "seed": self.seed,
-        }
 
     @property
     def transforms(self) -> list[Any]:
@@ -561,7 +415,7 @@ class Flow(Model):
             validation_data: held-out points; their mean log-density is recorded each epoch
                 (and drives `early_stopping_patience`).
             validation_context: context of the held-out points.
-            **options: settings for `probgen.fitting.training.fit_model`.
+            **options: settings for `probgen.fitting.fit_model`.
 
         Returns:
             self, with `history_`.

@@ -29,6 +29,7 @@ from torch import nn
 from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError
+from probgen.fitting.settings import RenamedSettings, renamed_arguments
 
 _MAX_SUPPORT = 2**20
 
@@ -86,7 +87,7 @@ def made_degrees(
     return degrees
 
 
-class MADE(Model):
+class MADE(RenamedSettings, Model):
     """Masked autoencoder for distribution estimation over binary or categorical vectors.
 
     Args:
@@ -104,13 +105,13 @@ class MADE(Model):
         direct_connection: add a masked linear map from inputs straight to the outputs.
         activation: "relu", "tanh" or "elu".
         mask_seed: seed of the orderings and connectivities.
-        epochs, batch_size, lr, seed: training settings (overridable in `fit`).
+        n_epochs, batch_size, learning_rate, seed: training settings (overridable in `fit`).
 
     Example:
         >>> import torch
         >>> from probgen.deep.made import MADE
         >>> x = torch.randint(0, 2, (64, 5)).float()
-        >>> made = MADE(5, hidden_dims=[32], epochs=2, seed=0).fit(x)
+        >>> made = MADE(5, hidden_dims=[32], n_epochs=2, seed=0).fit(x)
         >>> made.log_prob(x[:3]).shape
         torch.Size([3])
     """
@@ -130,12 +131,16 @@ class MADE(Model):
         direct_connection: bool = False,
         activation: str = "relu",
         mask_seed: int = 0,
-        epochs: int = 10,
+        n_epochs: int = 10,
         batch_size: int = 100,
-        lr: float = 1e-3,
+        learning_rate: float = 1e-3,
         seed: int | None = None,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
+        n_epochs, learning_rate = renamed_arguments(
+            type(self).__name__, deprecated, n_epochs=n_epochs, learning_rate=learning_rate
+        ).values()
         self.n_inputs = check_positive_int(n_inputs, "n_inputs")
         self.hidden_dims = [check_positive_int(w, "hidden_dims[]") for w in hidden_dims]
         self.n_masks = check_positive_int(n_masks, "n_masks")
@@ -157,9 +162,9 @@ class MADE(Model):
         self.direct_connection = bool(direct_connection)
         self.activation = check_choice(activation, "activation", ("relu", "tanh", "elu"))
         self.mask_seed = int(mask_seed)
-        self.epochs = check_positive_int(epochs, "epochs")
+        self.n_epochs = check_positive_int(n_epochs, "n_epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.lr = float(lr)
+        self.learning_rate = float(learning_rate)
         self.seed = seed
         self.event_shape = torch.Size([self.n_inputs])
 
@@ -186,6 +191,7 @@ class MADE(Model):
         self.register_buffer("mask_step", torch.zeros((), dtype=torch.long))
 
     # ---- construction ----------------------------------------------------------------------
+    # Own config: `n_categories` is stored as 2 for Bernoulli data but given as None.
     def get_config(self) -> dict[str, Any]:
         return {
             "n_inputs": self.n_inputs,
@@ -198,9 +204,9 @@ class MADE(Model):
             "direct_connection": self.direct_connection,
             "activation": self.activation,
             "mask_seed": self.mask_seed,
-            "epochs": self.epochs,
+            "n_epochs": self.n_epochs,
             "batch_size": self.batch_size,
-            "lr": self.lr,
+            "learning_rate": self.learning_rate,
             "seed": self.seed,
         }
 
@@ -390,14 +396,15 @@ class MADE(Model):
             data: array (n, D) of binary values or category codes.
             validation_data: optional held-out array; its ensemble log-likelihood is recorded
                 each epoch (and drives `early_stopping_patience`).
-            **options: settings for `probgen.fitting.training.fit_model`, overriding the model's
-                (epochs, batch_size, lr, seed, weight_decay, lr_schedule, grad_clip,
+            **options: settings for `probgen.fitting.fit_model`, overriding the model's
+                (n_epochs, batch_size, learning_rate, seed, weight_decay, lr_schedule, grad_clip,
                 early_stopping_patience, checkpoint_dir, resume, progress, max_steps, ...).
 
         Returns:
             self, with `history_` (one dict per epoch) and `n_iter_`.
         """
-        from probgen.fitting.training import first_tensor, fit_with_model_settings
+        from probgen.fitting.batching import first_tensor
+        from probgen.fitting.loop import fit_with_model_settings
 
         train = self._check_input(data, "data")
         validation = (

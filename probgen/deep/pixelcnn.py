@@ -29,6 +29,7 @@ from torch import nn
 from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import as_tensor, check_positive_int
 from probgen.core.errors import DataError
+from probgen.fitting.settings import RenamedSettings, renamed_arguments
 
 _MAX_SUPPORT = 2**16
 
@@ -103,7 +104,7 @@ def _gate(pre_activation: torch.Tensor, n_filters: int) -> torch.Tensor:
     return torch.tanh(pre_activation[:, :n_filters]) * torch.sigmoid(pre_activation[:, n_filters:])
 
 
-class PixelCNN(Model):
+class PixelCNN(RenamedSettings, Model):
     """Gated PixelCNN over images with `n_levels` grey levels per channel; exact `log_prob`.
 
     Args:
@@ -114,13 +115,13 @@ class PixelCNN(Model):
         kernel_size: spatial size of the later layers (odd).
         first_kernel_size: spatial size of the first layer (odd).
         output_filters: width of the 1x1 output layers (default n_filters).
-        epochs, batch_size, lr, seed: training settings (overridable in `fit`).
+        n_epochs, batch_size, learning_rate, seed: training settings (overridable in `fit`).
 
     Example:
         >>> import torch
         >>> from probgen.deep.pixelcnn import PixelCNN
         >>> images = torch.randint(0, 2, (32, 5, 5))
-        >>> model = PixelCNN((5, 5), n_filters=8, n_layers=2, epochs=1, seed=0).fit(images)
+        >>> model = PixelCNN((5, 5), n_filters=8, n_layers=2, n_epochs=1, seed=0).fit(images)
         >>> model.sample(2, seed=0).shape
         torch.Size([2, 5, 5])
     """
@@ -137,12 +138,16 @@ class PixelCNN(Model):
         kernel_size: int = 3,
         first_kernel_size: int = 7,
         output_filters: int | None = None,
-        epochs: int = 10,
+        n_epochs: int = 10,
         batch_size: int = 32,
-        lr: float = 1e-3,
+        learning_rate: float = 1e-3,
         seed: int | None = None,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
+        n_epochs, learning_rate = renamed_arguments(
+            type(self).__name__, deprecated, n_epochs=n_epochs, learning_rate=learning_rate
+        ).values()
         shape = tuple(image_shape)
         if len(shape) not in (2, 3):
             raise DataError(f"image_shape must be (H, W) or (C, H, W), got {shape}")
@@ -166,9 +171,9 @@ class PixelCNN(Model):
             -(-check_positive_int(output_filters or self.n_filters, "output_filters") // channels)
             * channels
         )
-        self.epochs = check_positive_int(epochs, "epochs")
+        self.n_epochs = check_positive_int(n_epochs, "n_epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.lr = float(lr)
+        self.learning_rate = float(learning_rate)
         self.seed = seed
         self.event_shape = torch.Size(shape)
 
@@ -192,21 +197,6 @@ class PixelCNN(Model):
         self.register_buffer(
             "output_logits_mask", channel_mask(logit_groups, out_hidden, "B")[:, :, None, None]
         )
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "image_shape": list(self.image_shape),
-            "n_levels": self.n_levels,
-            "n_filters": self.n_filters,
-            "n_layers": self.n_layers,
-            "kernel_size": self.kernel_size,
-            "first_kernel_size": self.first_kernel_size,
-            "output_filters": self.output_filters,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "seed": self.seed,
-        }
 
     def init_for_evaluation(self) -> PixelCNN:
         """Mark the (randomly initialised) model usable without fitting; returns self."""
@@ -322,13 +312,15 @@ class PixelCNN(Model):
         Args:
             data: images (n, *image_shape) with values in 0..n_levels-1.
             validation_data: optional held-out images (log-likelihood recorded per epoch).
-            **options: settings for `probgen.fitting.training.fit_model`, overriding the model's
-                (epochs, batch_size, lr, seed, early_stopping_patience, checkpoint_dir, ...).
+            **options: settings for `probgen.fitting.fit_model`, overriding the model's
+                (n_epochs, batch_size, learning_rate, seed, early_stopping_patience,
+                checkpoint_dir, ...).
 
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.fitting.training import first_tensor, fit_with_model_settings
+        from probgen.fitting.batching import first_tensor
+        from probgen.fitting.loop import fit_with_model_settings
 
         train = self._to_images(self._check_input(data, "data"))
         validation = (

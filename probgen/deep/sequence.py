@@ -7,7 +7,7 @@ different lengths come as a list of strings, a list of integer arrays, or `Seque
 
 Example:
     >>> from probgen.deep.sequence import SequenceModel
-    >>> model = SequenceModel("ab", hidden_dim=8, n_layers=1).fit(["abab", "baba"] * 8, epochs=1)
+    >>> model = SequenceModel("ab", hidden_dim=8, n_layers=1).fit(["abab", "baba"] * 8, n_epochs=1)
     >>> model.log_prob(["ab", "abba"]).shape
     torch.Size([2])
 """
@@ -25,12 +25,13 @@ from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import Sequences, as_sequences, check_choice, check_positive_int
 from probgen.core.errors import DataError
 from probgen.deep.tokenizer import CharTokenizer
+from probgen.fitting.settings import RenamedSettings, renamed_arguments
 
 _MAX_SUPPORT = 2**16
 _ARCHITECTURES = ("lstm", "gru", "transformer")
 
 
-class SequenceModel(Model):
+class SequenceModel(RenamedSettings, Model):
     """Character-level (or token-level) autoregressive model with exact per-sequence `log_prob`.
 
     Args:
@@ -46,12 +47,13 @@ class SequenceModel(Model):
         dropout: dropout between layers during training.
         seq_length: window length when `fit` gets one long string (default min(128,
             max_length)).
-        epochs, batch_size, lr, grad_clip, seed: training settings (overridable in `fit`).
+        n_epochs, batch_size, learning_rate, grad_clip, seed: training settings (overridable
+            in `fit`).
 
     Example:
         >>> from probgen.deep.sequence import SequenceModel
         >>> model = SequenceModel("abc", arch="gru", hidden_dim=16, n_layers=1)
-        >>> model = model.fit(["abcabc", "cab"] * 4, epochs=2, seed=0)
+        >>> model = model.fit(["abcabc", "cab"] * 4, n_epochs=2, seed=0)
         >>> len(model.sample_text(2, length=5, prompt="ab", seed=0)[0])
         7
     """
@@ -71,13 +73,17 @@ class SequenceModel(Model):
         max_length: int = 256,
         dropout: float = 0.0,
         seq_length: int | None = None,
-        epochs: int = 10,
+        n_epochs: int = 10,
         batch_size: int = 64,
-        lr: float = 2e-3,
+        learning_rate: float = 2e-3,
         grad_clip: float | None = 1.0,
         seed: int | None = None,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
+        n_epochs, learning_rate = renamed_arguments(
+            type(self).__name__, deprecated, n_epochs=n_epochs, learning_rate=learning_rate
+        ).values()
         if isinstance(vocab, bool):
             raise DataError(f"vocab must be symbols, a CharTokenizer or an int, got {vocab!r}")
         if isinstance(vocab, int):
@@ -98,9 +104,9 @@ class SequenceModel(Model):
         self.seq_length = check_positive_int(
             seq_length if seq_length is not None else min(128, self.max_length), "seq_length"
         )
-        self.epochs = check_positive_int(epochs, "epochs")
+        self.n_epochs = check_positive_int(n_epochs, "n_epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.lr = float(lr)
+        self.learning_rate = float(learning_rate)
         self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.seed = seed
         self.begin_token = self.vocab_size
@@ -138,6 +144,7 @@ class SequenceModel(Model):
             self.head = nn.Linear(self.hidden_dim, self.vocab_size)
         self.eval()
 
+    # Own config: the tokenizer is saved in its JSON form (its vocabulary list).
     def get_config(self) -> dict[str, Any]:
         return {
             "vocab": list(self.tokenizer.symbols) if self.tokenizer else self.vocab_size,
@@ -149,9 +156,9 @@ class SequenceModel(Model):
             "max_length": self.max_length,
             "dropout": self.dropout,
             "seq_length": self.seq_length,
-            "epochs": self.epochs,
+            "n_epochs": self.n_epochs,
             "batch_size": self.batch_size,
-            "lr": self.lr,
+            "learning_rate": self.learning_rate,
             "grad_clip": self.grad_clip,
             "seed": self.seed,
         }
@@ -444,14 +451,15 @@ class SequenceModel(Model):
             validation_data: held-out data in the same forms (its mean log-likelihood per
                 sequence is recorded each epoch and drives `early_stopping_patience`).
             seq_length: window length for a long string (default: the model's).
-            **options: settings for `probgen.fitting.training.fit_model`, overriding the model's
-                (epochs, batch_size, lr, grad_clip, seed, lr_schedule, early_stopping_patience,
-                checkpoint_dir, resume, progress, max_steps, ...).
+            **options: settings for `probgen.fitting.fit_model`, overriding the model's
+                (n_epochs, batch_size, learning_rate, grad_clip, seed, lr_schedule,
+                early_stopping_patience, checkpoint_dir, resume, progress, max_steps, ...).
 
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.fitting.training import MODEL_SETTINGS, fit_with_model_settings
+        from probgen.fitting.loop import fit_with_model_settings
+        from probgen.fitting.settings import MODEL_SETTINGS
 
         train = self._training_sequences(data, "data", seq_length)
         validation = (

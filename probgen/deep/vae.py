@@ -15,7 +15,7 @@ Example:
     >>> import torch
     >>> from probgen.deep.vae import VAE
     >>> x = torch.bernoulli(torch.full((64, 6), 0.3), generator=torch.Generator().manual_seed(0))
-    >>> vae = VAE((6,), latent_dim=2, hidden_dims=(16,), epochs=2, seed=0).fit(x)
+    >>> vae = VAE((6,), latent_dim=2, hidden_dims=(16,), n_epochs=2, seed=0).fit(x)
     >>> vae.log_prob(x[:3]).shape, vae.log_prob_kind.value
     (torch.Size([3]), 'lower_bound')
     >>> vae.iwae(x[:3], k=50).shape
@@ -36,7 +36,10 @@ from torch import nn
 from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError
-from probgen.fitting.training import fit_with_model_settings, pyro_elbo_loss
+from probgen.deep.vae_networks import _Decoder, _Encoder, _Independent
+from probgen.fitting.elbo import pyro_elbo_loss
+from probgen.fitting.loop import fit_with_model_settings
+from probgen.fitting.settings import RenamedSettings, renamed_arguments
 
 __all__ = ["VAE"]
 
@@ -48,150 +51,6 @@ _ESTIMATORS = ("elbo", "iwae")
 _CHUNK_ELEMENTS = 1 << 24
 
 
-# ---------------------------------------------------------------------------------------------
-# Networks
-# ---------------------------------------------------------------------------------------------
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for index, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if index < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def _image_layout(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(channels, height, width) of an image event shape (H, W) or (C, H, W)."""
-    if len(input_shape) == 2:
-        return 1, input_shape[0], input_shape[1]
-    if len(input_shape) == 3:
-        return input_shape
-    raise DataError(
-        f"a conv encoder/decoder needs input_shape (height, width) or (channels, height, "
-        f"width); got {input_shape}"
-    )
-
-
-class _Network(nn.Module):
-    """An encoder or decoder network: its kind ("mlp" or "conv") and the data's event shape."""
-
-    def __init__(self, kind: str, input_shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.kind = kind
-        self.input_shape = input_shape
-
-
-class _Encoder(_Network):
-    """x (n, *input_shape) [+ one-hot label] -> (loc, scale) of q(z | x)."""
-
-    def __init__(
-        self,
-        kind: str,
-        input_shape: tuple[int, ...],
-        latent_dim: int,
-        hidden_dims: tuple[int, ...],
-        n_label_features: int,
-        in_scale: float,
-    ) -> None:
-        super().__init__(kind, input_shape)
-        self.in_scale = in_scale
-        if kind == "conv":
-            channels, height, width = _image_layout(input_shape)
-            self.features = nn.Sequential(
-                nn.Conv2d(channels, 32, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Flatten(),
-            )
-            n_features = (
-                64 * math.ceil(math.ceil(height / 2) / 2) * math.ceil(math.ceil(width / 2) / 2)
-            )
-        else:
-            self.features = nn.Flatten()
-            n_features = math.prod(input_shape)
-        self.head = _mlp([n_features + n_label_features, *hidden_dims, 2 * latent_dim])
-
-    def forward(
-        self, x: torch.Tensor, labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.in_scale != 1.0:  # only categorical codes are rescaled; skip a no-op multiply
-            x = x * self.in_scale
-        if self.kind == "conv":
-            x = x.reshape(x.shape[0], *_image_layout(self.input_shape))
-        features = self.features(x)
-        if labels is not None:
-            features = torch.cat([features, labels], -1)
-        loc, raw_scale = self.head(features).chunk(2, -1)
-        return loc, F.softplus(raw_scale) + 1e-4
-
-
-class _Decoder(_Network):
-    """z (..., latent) [+ one-hot label] -> likelihood parameters (..., *input_shape[, C])."""
-
-    def __init__(
-        self,
-        kind: str,
-        input_shape: tuple[int, ...],
-        latent_dim: int,
-        hidden_dims: tuple[int, ...],
-        n_label_features: int,
-        n_categories: int,
-    ) -> None:
-        super().__init__(kind, input_shape)
-        self.n_categories = n_categories
-        n_in = latent_dim + n_label_features
-        if kind == "conv":
-            channels, height, width = _image_layout(input_shape)
-            self.grid = (64, math.ceil(height / 4), math.ceil(width / 4))
-            self.body = _mlp([n_in, *hidden_dims, math.prod(self.grid)])
-            self.deconv = nn.Sequential(
-                nn.ReLU(),
-                nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
-                nn.ReLU(),
-                nn.ConvTranspose2d(32, channels * n_categories, 4, stride=2, padding=1),
-            )
-        else:
-            self.body = _mlp([n_in, *hidden_dims, math.prod(input_shape) * n_categories])
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if labels is not None:
-            labels = labels.expand(*z.shape[:-1], labels.shape[-1])
-            z = torch.cat([z, labels], -1)
-        leading = z.shape[:-1]
-        hidden = self.body(z.reshape(-1, z.shape[-1]))
-        suffix = (self.n_categories,) if self.n_categories > 1 else ()
-        if self.kind == "conv":
-            channels, height, width = _image_layout(self.input_shape)
-            image = self.deconv(hidden.reshape(-1, *self.grid))[..., :height, :width]
-            if self.n_categories > 1:
-                image = image.reshape(-1, channels, self.n_categories, height, width)
-                image = image.movedim(2, -1)
-            return image.reshape(*leading, *self.input_shape, *suffix)
-        return hidden.reshape(*leading, *self.input_shape, *suffix)
-
-
-class _Independent(dist.Independent):
-    """`pyro.distributions.Independent` whose expansion to its own batch shape is itself.
-
-    A `pyro.plate` broadcasts each sample site's distribution by calling `expand` with the
-    plate's batch shape even when the distribution has that shape already; for `Independent`
-    that builds a new distribution with new views of its parameters (and autograd nodes that
-    pass gradients through unchanged) at every site of every step. Expanding a distribution
-    to the batch shape it has is the identity, so this returns it as it is.
-
-    Example:
-        >>> normal = _Independent(dist.Normal(torch.zeros(3, 2), 1.0), 1)
-        >>> normal.expand([3]) is normal, normal.expand([4, 3]).batch_shape
-        (True, torch.Size([4, 3]))
-    """
-
-    def expand(self, batch_shape: Any, _instance: Any = None) -> dist.Independent:
-        if _instance is None and torch.Size(batch_shape) == self.batch_shape:
-            return self
-        return super().expand(batch_shape, _instance)
-
-
 def _validation_elbo(model: VAE, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """One-sample ELBO per held-out example (cheap; recorded each epoch)."""
     labels = batch[1] if len(batch) > 1 else None
@@ -201,7 +60,7 @@ def _validation_elbo(model: VAE, batch: tuple[torch.Tensor, ...]) -> torch.Tenso
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
-class VAE(Model):
+class VAE(RenamedSettings, Model):
     """A variational autoencoder (optionally conditional on class labels) as a Pyro program.
 
     Args:
@@ -222,13 +81,13 @@ class VAE(Model):
             (kind `estimate`).
         log_prob_samples: samples used by `log_prob` (k of the IWAE estimate, or the number of
             ELBO samples averaged).
-        epochs, batch_size, lr: training settings (overridable in `fit`).
+        n_epochs, batch_size, learning_rate: training settings (overridable in `fit`).
         seed: seed of the initial weights and of training; None draws fresh randomness.
 
     Example:
         >>> import torch
         >>> vae = VAE((8, 8), latent_dim=2, likelihood="gaussian", encoder="conv", seed=0)
-        >>> vae.fit(torch.randn(32, 8, 8), epochs=1).sample(4, seed=0).shape
+        >>> vae.fit(torch.randn(32, 8, 8), n_epochs=1).sample(4, seed=0).shape
         torch.Size([4, 8, 8])
     """
 
@@ -248,12 +107,16 @@ class VAE(Model):
         n_particles: int = 1,
         log_prob_estimator: str = "elbo",
         log_prob_samples: int = 16,
-        epochs: int = 20,
+        n_epochs: int = 20,
         batch_size: int = 128,
-        lr: float = 1e-3,
+        learning_rate: float = 1e-3,
         seed: int | None = None,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
+        n_epochs, learning_rate = renamed_arguments(
+            type(self).__name__, deprecated, n_epochs=n_epochs, learning_rate=learning_rate
+        ).values()
         if isinstance(input_shape, int):
             input_shape = (input_shape,)
         input_shape = tuple(
@@ -284,9 +147,9 @@ class VAE(Model):
             log_prob_estimator, "log_prob_estimator", _ESTIMATORS
         )
         self.log_prob_samples = check_positive_int(log_prob_samples, "log_prob_samples")
-        self.epochs = check_positive_int(epochs, "epochs")
+        self.n_epochs = check_positive_int(n_epochs, "n_epochs")
         self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.lr = float(lr)
+        self.learning_rate = float(learning_rate)
         self.seed = seed
         self.event_shape = torch.Size(input_shape)
 
@@ -323,6 +186,7 @@ class VAE(Model):
             return LogProbKind.ESTIMATE
         return LogProbKind.LOWER_BOUND
 
+    # Own config: `encoder`/`decoder` hold the networks; the config keeps their kind names.
     def get_config(self) -> dict[str, Any]:
         return {
             "input_shape": list(self.input_shape),
@@ -337,9 +201,9 @@ class VAE(Model):
             "n_particles": self.n_particles,
             "log_prob_estimator": self.log_prob_estimator,
             "log_prob_samples": self.log_prob_samples,
-            "epochs": self.epochs,
+            "n_epochs": self.n_epochs,
             "batch_size": self.batch_size,
-            "lr": self.lr,
+            "learning_rate": self.learning_rate,
             "seed": self.seed,
         }
 
@@ -460,9 +324,9 @@ class VAE(Model):
             validation_data: held-out examples; their ELBO per example is recorded each epoch
                 (and drives `early_stopping_patience`).
             validation_labels: labels of the held-out examples.
-            **options: settings for `probgen.fitting.training.fit_model` (epochs, batch_size, lr,
-                lr_schedule, grad_clip, early_stopping_patience, checkpoint_dir, resume,
-                progress, seed, max_steps, ...).
+            **options: settings for `probgen.fitting.fit_model` (n_epochs, batch_size,
+                learning_rate, lr_schedule, grad_clip, early_stopping_patience, checkpoint_dir,
+                resume, progress, seed, max_steps, ...).
 
         Returns:
             self, with `history_`.

@@ -98,7 +98,7 @@ def build_target(config: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
         )
     kwargs = {key: _as_tensor(value) for key, value in (observed or {}).items()}
     kwargs.update(options)
-    from probgen.samplers.pyro_bridge import PyroDensity
+    from probgen.samplers.pyro_density import PyroDensity
 
     return PyroDensity(model, model_kwargs=kwargs), {}
 

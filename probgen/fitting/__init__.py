@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from probgen.fitting.training import fit_model
+from probgen.fitting.loop import fit_model
+from probgen.fitting.optimizers import Step
 
-__all__ = ["fit_model"]
+__all__ = ["Step", "fit_model"]

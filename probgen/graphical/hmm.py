@@ -2,4 +2,12 @@
 
 from probgen.core.compat import moved
 
-__getattr__, __dir__ = moved(__name__, 'probgen.hmm.model')
+__getattr__, __dir__ = moved(
+    __name__,
+    "probgen.hmm.model",
+    "probgen.hmm.fit",
+    "probgen.hmm.parameters",
+    "probgen.hmm.interop",
+    "probgen.hmm.sequences",
+    "probgen.core.errors",
+)

@@ -2,4 +2,7 @@
 
 from probgen.core.compat import moved
 
-__getattr__, __dir__ = moved(__name__, 'probgen.mixture.model')
+__getattr__, __dir__ = moved(
+    __name__, 'probgen.mixture.model', 'probgen.mixture.gibbs', 'probgen.mixture.priors',
+    'probgen.mixture.conjugate', 'probgen.mixture.inference'
+)

@@ -2,4 +2,10 @@
 
 from probgen.core.compat import moved
 
-__getattr__, __dir__ = moved(__name__, 'probgen.boltzmann.rbm')
+__getattr__, __dir__ = moved(
+    __name__,
+    'probgen.boltzmann.rbm',
+    'probgen.boltzmann.rbm_fit',
+    'probgen.boltzmann.rbm_sampling',
+    'probgen.boltzmann.rbm_training',
+)

@@ -33,6 +33,9 @@ The time-step loops are bound by per-kernel latency. When each step is small (be
 intra-op thread and restores the caller's setting afterwards: threads cannot speed up kernels
 this small, and on a busy machine their synchronisation makes each step 10-100x slower.
 
+The layout helpers live in `probgen.hmm.layout` and the reductions over time (parallel scans,
+the differentiable `hmm_log_likelihood`) in `probgen.hmm.scan`; both are re-exported here.
+
 Example:
     >>> import torch
     >>> from probgen.hmm.inference import log_likelihood, viterbi
@@ -48,14 +51,40 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import torch
 
+from probgen.hmm.layout import (
+    THREADED_STEP_WORK,
+    ExpectedStatistics,
+    Workspace,
+    _buffer,
+    _nonzero,
+    _state_major_copy,
+    _total_log_likelihood,
+    is_state_outer,
+    length_mask,
+    neutral_padding,
+    normalize_rows,
+    scale_emissions,
+    scale_state_major,
+    state_major_empty,
+    states_by_steps,
+    states_by_steps_view,
+    step_loop_threads,
+    summed_step_products,
+)
+from probgen.hmm.scan import (
+    DIFFERENTIABLE_SCAN_MAX_STATES,
+    DIFFERENTIABLE_SCAN_MAX_STEP_ENTRIES,
+    _expected_statistics_scan,
+    forward_parallel_scan,
+    hmm_log_likelihood,
+)
+
 __all__ = [
+    "DIFFERENTIABLE_SCAN_MAX_STATES",
+    "DIFFERENTIABLE_SCAN_MAX_STEP_ENTRIES",
+    "THREADED_STEP_WORK",
     "ExpectedStatistics",
     "Workspace",
     "backward_scaled",
@@ -82,324 +111,10 @@ __all__ = [
     "viterbi",
 ]
 
-# Per-step work (n_sequences * n_states**2) up to which time-step loops run single-threaded.
-THREADED_STEP_WORK = 2**22
 
 # Above this many elements in the (n_sequences, length, n_states, n_states) stack of step
 # matrices, the parallel scan uses too much memory and the sequential pass is used instead.
 _SCAN_MAX_ELEMENTS = 2**25
-# hmm_log_likelihood reduces over time pairwise (log2(length) rounds of batched n x n products)
-# when each step is small work (batch * n_states**2 entries, n_states at most 32): that costs
-# n_states times the arithmetic of the sequential pass but a few dozen tensor operations instead
-# of several per step, which is what a gradient evaluation pays for on CPU (a 100-step series
-# with 2 states: about 12x faster forward and backward). For larger steps the sequential pass's
-# lesser arithmetic wins.
-DIFFERENTIABLE_SCAN_MAX_STEP_ENTRIES = 4096
-DIFFERENTIABLE_SCAN_MAX_STATES = 32
-
-_LN_2 = math.log(2.0)
-_LOG2_E = 1.0 / _LN_2
-
-
-@contextlib.contextmanager
-def step_loop_threads(tensor: torch.Tensor, n_sequences: int, n_states: int) -> Iterator[None]:
-    """Context for a time-step loop: one intra-op thread when the steps are small CPU work.
-
-    Example:
-        >>> with step_loop_threads(torch.zeros(1), 10, 3):
-        ...     torch.get_num_threads()
-        1
-    """
-    threads = torch.get_num_threads()
-    small = n_sequences * n_states * n_states <= THREADED_STEP_WORK
-    if threads == 1 or tensor.device.type != "cpu" or not small:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def length_mask(
-    lengths: torch.Tensor | None, n_sequences: int, max_length: int, device: torch.device
-) -> torch.Tensor:
-    """Bool mask (n_sequences, max_length), True on each sequence's real steps.
-
-    Example:
-        >>> length_mask(torch.tensor([1, 3]), 2, 3, torch.device("cpu")).tolist()
-        [[True, False, False], [True, True, True]]
-    """
-    if lengths is None:
-        return torch.ones(n_sequences, max_length, dtype=torch.bool, device=device)
-    steps = torch.arange(max_length, device=device)
-    return steps[None, :] < lengths.to(device)[:, None]
-
-
-class Workspace:
-    """Buffers kept from one call to the next, e.g. across the iterations of an EM fit.
-
-    An e-step needs a few (max_length, n_states, n_sequences) arrays. Allocated afresh every
-    iteration, each comes from the operating system as new pages (large allocations are
-    mapped, and unmapped when freed), and faulting them in costs as much as the e-step's
-    arithmetic; reusing them makes later iterations touch memory that is already mapped.
-
-    Example:
-        >>> workspace = Workspace()
-        >>> first = workspace.buffer("alphas", (2, 3), torch.zeros(1))
-        >>> first is workspace.buffer("alphas", (2, 3), torch.zeros(1))
-        True
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[str, torch.Tensor] = {}
-
-    def buffer(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """An uninitialised tensor of `shape` with `like`'s dtype and device, reused by name."""
-        buffer = self._buffers.get(name)
-        if (
-            buffer is None
-            or tuple(buffer.shape) != tuple(shape)
-            or buffer.dtype != like.dtype
-            or buffer.device != like.device
-        ):
-            buffer = like.new_empty(shape)
-            self._buffers[name] = buffer
-        return buffer
-
-    def state_major(
-        self,
-        name: str,
-        shape: tuple[int, int, int],
-        like: torch.Tensor,
-        *,
-        state_outer: bool = False,
-    ) -> torch.Tensor:
-        """`buffer` of shape (max_length, n_states, n_sequences), stored state-outer if asked.
-
-        See `state_major_empty`.
-        """
-        if not state_outer:
-            return self.buffer(name, shape, like)
-        length, n_states, n_sequences = shape
-        return self.buffer(f"{name}/state-outer", (n_states, length, n_sequences), like).transpose(
-            0, 1
-        )
-
-
-def state_major_empty(shape: tuple[int, int, int], like: torch.Tensor) -> torch.Tensor:
-    """An uninitialised (max_length, n_states, n_sequences) tensor stored state-outer.
-
-    It is a transposed view of an (n_states, max_length, n_sequences) tensor, so that
-    `states_by_steps` is a view: the time-step loops see one (n_states, n_sequences) matrix per
-    step either way, while sums over all steps become single matrix products.
-
-    Example:
-        >>> buffer = state_major_empty((4, 2, 3), torch.zeros(1))
-        >>> buffer.shape, states_by_steps(buffer).shape, buffer.stride()
-        (torch.Size([4, 2, 3]), torch.Size([2, 12]), (3, 12, 1))
-    """
-    length, n_states, n_sequences = shape
-    return like.new_empty(n_states, length, n_sequences).transpose(0, 1)
-
-
-def states_by_steps(values: torch.Tensor) -> torch.Tensor:
-    """(max_length, n_states, n_sequences) values as an (n_states, max_length * n_sequences) matrix.
-
-    A view when `values` is stored state-outer (`state_major_empty`), or a slice of such a
-    tensor along time; a copy otherwise.
-
-    Example:
-        >>> values = torch.arange(8.0).reshape(2, 2, 2)  # (steps, states, sequences)
-        >>> states_by_steps(values).tolist()
-        [[0.0, 1.0, 4.0, 5.0], [2.0, 3.0, 6.0, 7.0]]
-    """
-    length, n_states, n_sequences = values.shape
-    return values.transpose(0, 1).reshape(n_states, length * n_sequences)
-
-
-def states_by_steps_view(values: torch.Tensor) -> torch.Tensor | None:
-    """`states_by_steps(values)` when it is a view (so it can be written into), else None.
-
-    Example:
-        >>> states_by_steps_view(state_major_empty((3, 2, 4), torch.zeros(1))).shape
-        torch.Size([2, 12])
-        >>> states_by_steps_view(torch.zeros(3, 2, 4)) is None
-        True
-    """
-    length, n_states, n_sequences = values.shape
-    try:
-        return values.transpose(0, 1).view(n_states, length * n_sequences)
-    except RuntimeError:
-        return None
-
-
-def is_state_outer(values: torch.Tensor) -> bool:
-    """Whether (max_length, n_states, n_sequences) `values` are stored state-outer.
-
-    Example:
-        >>> is_state_outer(state_major_empty((3, 2, 4), torch.zeros(1)))
-        True
-        >>> is_state_outer(torch.zeros(3, 2, 4))
-        False
-    """
-    length, n_states, n_sequences = values.shape
-    return (
-        length > 1
-        and n_states > 1
-        and values.stride(1) > values.stride(0)
-        and states_by_steps_view(values) is not None
-    )
-
-
-def summed_step_products(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """sum_t left[t] @ right[t] for (T, S, B) `left` and (T, B, K) `right` -> (S, K).
-
-    One matrix product (S, T * B) x (T * B, K) when both sides are views of that shape (state-
-    outer storage), else a batched product summed over steps.
-
-    Example:
-        >>> left, right = torch.rand(5, 2, 3), torch.rand(5, 3, 4)
-        >>> expected = torch.einsum("tsb,tbk->sk", left, right)
-        >>> bool(torch.allclose(summed_step_products(left, right), expected))
-        True
-    """
-    length, n_sequences, width = right.shape
-    flat_left = states_by_steps_view(left)
-    if flat_left is not None and is_state_outer(left):
-        try:
-            flat_right = right.view(length * n_sequences, width)
-        except RuntimeError:
-            flat_right = None
-        if flat_right is not None:
-            return flat_left @ flat_right
-    return torch.bmm(left, right).sum(0)
-
-
-def _buffer(
-    workspace: Workspace | None, name: str, shape: tuple[int, int, int], like: torch.Tensor
-) -> torch.Tensor:
-    """A state-major (T, S, B) buffer stored like `like`, from the workspace when there is one."""
-    state_outer = is_state_outer(like)
-    if workspace is not None:
-        return workspace.state_major(name, shape, like, state_outer=state_outer)
-    return state_major_empty(shape, like) if state_outer else like.new_empty(shape)
-
-
-def scale_emissions(
-    emission_log_probs: torch.Tensor, mask: torch.Tensor, *, time_major: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Emission probabilities rescaled per step, time-major, and the log of each step's scale.
-
-    Each step's log-densities are shifted so that the largest over states is zero (so the
-    largest probability is one and nothing overflows); padded steps get probability one in every
-    state and offset zero, which leaves the forward and backward recursions unchanged there.
-
-    Args:
-        emission_log_probs: (n_sequences, max_length, n_states), or (max_length, n_sequences,
-            n_states) when `time_major`.
-        mask: (n_sequences, max_length) bool, True on real steps (time-major when `time_major`).
-
-    Returns:
-        `(emission_probs, log_offsets)`: (max_length, n_sequences, n_states) and
-        (max_length, n_sequences), with `log p(x_t | z_t = s) = log emission_probs + offset`.
-
-    Example:
-        >>> mask = torch.ones(1, 2, dtype=torch.bool)
-        >>> probs, offsets = scale_emissions(torch.zeros(1, 2, 3), mask)
-        >>> probs.shape, offsets.shape
-        (torch.Size([2, 1, 3]), torch.Size([2, 1]))
-    """
-    log_probs = emission_log_probs if time_major else emission_log_probs.transpose(0, 1)
-    mask_tm = mask if time_major else mask.transpose(0, 1)
-    offsets = log_probs.amax(dim=-1)
-    # A step impossible under every state keeps offset -inf (log-likelihood -inf) but must not
-    # produce NaN from (-inf) - (-inf).
-    offsets = torch.where(torch.isfinite(offsets) & mask_tm, offsets, torch.zeros_like(offsets))
-    shifted = log_probs - offsets.unsqueeze(-1)
-    if not bool(mask_tm.all()):
-        shifted = shifted.masked_fill(~mask_tm.unsqueeze(-1), 0.0)
-    impossible = ~torch.isfinite(log_probs.amax(dim=-1)) & mask_tm
-    if bool(impossible.any()):
-        offsets = offsets.masked_fill(impossible, -math.inf)
-    return shifted.exp_().contiguous(), offsets
-
-
-def scale_state_major(
-    log_probs: torch.Tensor, mask_tm: torch.Tensor | None = None, *, base_two: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Emission log-densities to per-step scaled probabilities, in place, state-major.
-
-    The layout (max_length, n_states, n_sequences) is the one the time-step loops use, so
-    emissions produced in it go through the e-step without a transposed copy. Each step is
-    shifted so that its largest log-density is zero, then exponentiated in place: a few passes
-    over the tensor and no temporaries of its size. The exponential is taken in base two
-    (`exp2`, about three times faster than `exp` on CPU); natural log-densities are multiplied
-    by log2(e) first, and callers that can produce base-two log-densities directly (the
-    Gaussian emissions, by scaling their weights) skip that pass with `base_two`.
-
-    Args:
-        log_probs: (max_length, n_states, n_sequences) log p(x_t | z_t = s) (log2 when
-            `base_two`); overwritten.
-        mask_tm: (max_length, n_sequences) bool, True on real steps; None when all are real.
-        base_two: whether `log_probs` holds base-two logarithms.
-
-    Returns:
-        `(emission_probs, log_offsets)`: `log_probs`' storage holding the scaled probabilities,
-        and (max_length, n_sequences) offsets in natural-log units whatever `base_two`; padded
-        steps get probability one in every state and offset zero, and a step impossible under
-        every state gets offset -inf.
-
-    Example:
-        >>> probs, offsets = scale_state_major(torch.tensor([[[2.0], [2.0 - math.log(4)]]]))
-        >>> [round(p, 12) for p in probs.squeeze().tolist()], offsets.tolist()
-        ([1.0, 0.25], [[2.0]])
-    """
-    offsets = log_probs.amax(dim=1)
-    # One sum tells whether every offset is finite (an infinite or NaN entry makes it non-finite)
-    # without an elementwise mask; a false alarm (a sum overflowing) only takes the careful path.
-    all_finite = bool(torch.isfinite(offsets.sum()))
-    if not all_finite:
-        # Keep (-inf) - (-inf) = NaN out: shift impossible steps by zero (their probabilities
-        # are exp(-inf) = 0) and record -inf, so the log-likelihood is -inf.
-        finite = torch.isfinite(offsets)
-        offsets = torch.where(finite, offsets, torch.zeros_like(offsets))
-    log_probs.sub_(offsets.unsqueeze(1))
-    if base_two:
-        offsets = offsets * _LN_2
-    else:
-        log_probs.mul_(_LOG2_E)
-    log_probs.exp2_()
-    if not all_finite:
-        offsets = offsets.masked_fill(~finite, -math.inf)
-    if mask_tm is not None:
-        neutral_padding(log_probs, offsets, mask_tm)
-    return log_probs, offsets
-
-
-def neutral_padding(
-    emission_probs: torch.Tensor, log_offsets: torch.Tensor, mask_tm: torch.Tensor
-) -> None:
-    """Give padded steps probability one in every state and offset zero (in place).
-
-    Such steps leave the forward and backward recursions unchanged, so sequences of different
-    lengths share one loop.
-
-    Example:
-        >>> probs, offsets = torch.zeros(2, 2, 1), torch.zeros(2, 1)
-        >>> neutral_padding(probs, offsets, torch.tensor([[True], [False]]))
-        >>> probs[:, :, 0].tolist()
-        [[0.0, 0.0], [1.0, 1.0]]
-    """
-    padded = ~mask_tm
-    emission_probs.masked_fill_(padded.unsqueeze(1), 1.0)
-    log_offsets.masked_fill_(padded, 0.0)
-
-
-def _state_major_copy(log_probs_tm: torch.Tensor) -> torch.Tensor:
-    """A fresh (T, S, B) copy of time-major (T, B, S) values, safe to overwrite."""
-    return log_probs_tm.transpose(1, 2).clone(memory_format=torch.contiguous_format)
 
 
 def forward_method(n_sequences: int, max_length: int, n_states: int) -> str:
@@ -579,26 +294,6 @@ def _backward_loop(
     return betas
 
 
-@dataclass
-class ExpectedStatistics:
-    """What one e-step over a batch of sequences returns.
-
-    Attributes:
-        log_likelihood: (n_sequences,) log p(x) of each sequence.
-        posteriors: (n_sequences, max_length, n_states) p(z_t | x), zero on padded steps
-            (time-major, (max_length, n_sequences, n_states), when computed time-major;
-            state-major, (max_length, n_states, n_sequences), from
-            `expected_statistics_state_major`).
-        start_counts: (n_states,) expected number of sequences starting in each state.
-        transition_counts: (n_states, n_states) expected number of i -> j transitions.
-    """
-
-    log_likelihood: torch.Tensor
-    posteriors: torch.Tensor
-    start_counts: torch.Tensor
-    transition_counts: torch.Tensor
-
-
 def expected_statistics(
     start_probs: torch.Tensor,
     transition_probs: torch.Tensor,
@@ -727,88 +422,6 @@ def expected_statistics_state_major(
     )
 
 
-def _expected_statistics_scan(
-    start_probs: torch.Tensor,
-    transition_probs: torch.Tensor,
-    emission_probs: torch.Tensor,
-    offsets: torch.Tensor,
-    mask_tm: torch.Tensor,
-    time_major: bool,
-) -> ExpectedStatistics:
-    """Forward-backward by parallel prefix (forward) and suffix (backward) matrix products.
-
-    With step matrices M_t = A diag(b_t), the filtered vector at t is alpha_0 M_1 ... M_t and
-    the backward vector is M_{t+1} ... M_{T-1} 1; both come from log2(T) rounds of batched
-    products (Hillis-Steele doubling), each partial product rescaled by its largest entry.
-    Posteriors and pair marginals only need these vectors up to scale.
-    """
-    max_length, n_sequences, n_states = emission_probs.shape
-    probs = emission_probs.transpose(0, 1)  # (n_sequences, max_length, n_states)
-    mask = mask_tm.t()
-    first = start_probs * probs[:, 0]
-    eye = torch.eye(n_states, dtype=probs.dtype, device=probs.device)
-    total_offsets = offsets.sum(0)
-    if max_length == 1:
-        norm = first.sum(-1, keepdim=True)
-        posteriors = (first / _nonzero(norm)).unsqueeze(1)
-        log_likelihood = norm.squeeze(-1).log() + total_offsets
-        transition_counts = transition_probs.new_zeros(n_states, n_states)
-    else:
-        steps = transition_probs * probs[:, 1:].unsqueeze(-2)  # M_t for t = 1..T-1
-        steps = torch.where(mask[:, 1:, None, None], steps, eye)
-        prefix, prefix_log_scales = _doubling_scan(steps, reverse=False)
-        suffix, _ = _doubling_scan(steps, reverse=True)
-        alphas = torch.cat(
-            [first.unsqueeze(1), (first.unsqueeze(1).unsqueeze(-2) @ prefix).squeeze(-2)], 1
-        )
-        last = alphas[:, -1].sum(-1)
-        log_likelihood = last.log() + prefix_log_scales[:, -1] + total_offsets
-        alphas = alphas / _nonzero(alphas.sum(-1, keepdim=True))
-        betas = torch.cat([suffix.sum(-1), torch.ones_like(first).unsqueeze(1)], 1)
-        betas = betas / _nonzero(betas.amax(-1, keepdim=True))
-        posteriors = alphas * betas
-        posteriors = posteriors / _nonzero(posteriors.sum(-1, keepdim=True))
-        pairs = alphas[:, :-1].unsqueeze(-1) * steps * betas[:, 1:].unsqueeze(-2)
-        pairs = pairs / _nonzero(pairs.sum((-2, -1), keepdim=True))
-        pairs = pairs * mask[:, 1:, None, None]
-        transition_counts = pairs.sum((0, 1))
-    posteriors = posteriors * mask.unsqueeze(-1)
-    return ExpectedStatistics(
-        log_likelihood=log_likelihood,
-        posteriors=posteriors.transpose(0, 1) if time_major else posteriors,
-        start_counts=posteriors[:, 0].sum(0),
-        transition_counts=transition_counts,
-    )
-
-
-def _doubling_scan(steps: torch.Tensor, *, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inclusive prefix (or suffix, when `reverse`) products of (batch, n, S, S) matrices.
-
-    Returns the rescaled products and the log of their scales, shape (batch, n).
-    """
-    products = steps
-    log_scales = steps.new_zeros(steps.shape[:2])
-    n = steps.shape[1]
-    offset = 1
-    while offset < n:
-        # Prefix: new[t] = old[t - offset] @ old[t]; suffix: new[t] = old[t] @ old[t + offset].
-        # Both are the same slices, kept at the end (prefix) or the start (suffix).
-        combined = products[:, :-offset] @ products[:, offset:]
-        combined_scales = log_scales[:, :-offset] + log_scales[:, offset:]
-        peak = combined.amax(dim=(-2, -1))
-        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
-        combined = combined / peak[..., None, None]
-        combined_scales = combined_scales + peak.log()
-        if reverse:
-            products = torch.cat([combined, products[:, n - offset :]], 1)
-            log_scales = torch.cat([combined_scales, log_scales[:, n - offset :]], 1)
-        else:
-            products = torch.cat([products[:, :offset], combined], 1)
-            log_scales = torch.cat([log_scales[:, :offset], combined_scales], 1)
-        offset *= 2
-    return products, log_scales
-
-
 def posteriors(
     start_probs: torch.Tensor,
     transition_probs: torch.Tensor,
@@ -893,60 +506,6 @@ def log_likelihood_state_major(
     return _total_log_likelihood(scales, log_offsets, mask_tm)
 
 
-def forward_parallel_scan(
-    start_probs: torch.Tensor,
-    transition_probs: torch.Tensor,
-    emission_log_probs: torch.Tensor,
-    lengths: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Log-likelihood of each sequence by a parallel (tree) reduction over time.
-
-    The forward recursion is a product of step matrices `M_t = A diag(b_t)`; matrix products
-    are associative, so they can be combined pairwise in log2(T) rounds of one batched matrix
-    product each instead of T sequential steps. Each partial product is rescaled by its largest
-    entry, with the log of the scale carried alongside, so nothing underflows. This does
-    n_states times more arithmetic than the sequential pass and pays off for long sequences
-    with few states (and on GPUs). Padded steps use the identity matrix.
-
-    Returns:
-        (n_sequences,) log-likelihoods, equal to `log_likelihood(..., method="sequential")`.
-
-    Example:
-        >>> start = torch.tensor([0.3, 0.7], dtype=torch.float64)
-        >>> transition = torch.tensor([[0.9, 0.1], [0.4, 0.6]], dtype=torch.float64)
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> emissions = torch.randn(2, 50, 2, dtype=torch.float64, generator=generator)
-        >>> bool(torch.allclose(forward_parallel_scan(start, transition, emissions),
-        ...      log_likelihood(start, transition, emissions, method="sequential")))
-        True
-    """
-    n_sequences, max_length, n_states = emission_log_probs.shape
-    mask = length_mask(lengths, n_sequences, max_length, emission_log_probs.device)
-    emission_probs, offsets = scale_emissions(emission_log_probs, mask)
-    emission_probs = emission_probs.transpose(0, 1)  # (n_sequences, max_length, n_states)
-    first = start_probs * emission_probs[:, 0]  # (n_sequences, n_states)
-    total_log = offsets.sum(0)
-    if max_length > 1:
-        steps = transition_probs.unsqueeze(0).unsqueeze(0) * emission_probs[:, 1:].unsqueeze(-2)
-        eye = torch.eye(n_states, dtype=steps.dtype, device=steps.device)
-        steps = torch.where(mask[:, 1:, None, None], steps, eye)
-        log_scales = steps.new_zeros(steps.shape[:2])
-        while steps.shape[1] > 1:
-            if steps.shape[1] % 2 == 1:
-                steps = torch.cat([steps, eye.expand(n_sequences, 1, n_states, n_states)], 1)
-                log_scales = torch.cat([log_scales, log_scales.new_zeros(n_sequences, 1)], 1)
-            product = steps[:, 0::2] @ steps[:, 1::2]
-            peak = product.amax(dim=(-2, -1))
-            peak = torch.where(peak > 0, peak, torch.ones_like(peak))
-            steps = product / peak[..., None, None]
-            log_scales = log_scales[:, 0::2] + log_scales[:, 1::2] + peak.log()
-        total = (first.unsqueeze(1) @ steps[:, 0]).squeeze(1).sum(-1)
-        total_log = total_log + log_scales[:, 0]
-    else:
-        total = first.sum(-1)
-    return total.log() + total_log
-
-
 def viterbi(
     log_start_probs: torch.Tensor,
     log_transition_probs: torch.Tensor,
@@ -1002,137 +561,3 @@ def viterbi(
     if ragged:
         paths = paths.masked_fill(~mask_tm.t(), -1)
     return paths, best_log_probs
-
-
-def hmm_log_likelihood(
-    initial_logits: torch.Tensor,
-    transition_logits: torch.Tensor,
-    emission_log_probs: torch.Tensor,
-    lengths: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Differentiable log-likelihood of an HMM, for use inside Pyro models and gradient fits.
-
-    Unlike the functions above it broadcasts over leading batch dimensions of the *parameters*
-    too (chains, particles), and every operation is differentiable, so it can serve as a
-    `pyro.factor` when the HMM's parameters (say its emission means) are sampled. Logits need
-    not be normalised: `log_softmax` is applied over the last dimension.
-
-    Args:
-        initial_logits: (..., n_states) logits of the first state.
-        transition_logits: (..., n_states, n_states), row i the logits of p(z_t | z_{t-1} = i).
-        emission_log_probs: (..., length, n_states) log p(x_t | z_t = s), computed by the caller
-            from whatever parameters it samples.
-        lengths: optional (...,) lengths; steps past them are ignored.
-
-    Returns:
-        Tensor of shape broadcast(...) with log p(x_{0..length-1}).
-
-    Example:
-        >>> import torch
-        >>> means = torch.tensor([-1.0, 1.0], requires_grad=True)
-        >>> x = torch.tensor([[-1.2, 0.9, 1.1]])
-        >>> emission = torch.distributions.Normal(means, 1.0).log_prob(x.unsqueeze(-1))
-        >>> value = hmm_log_likelihood(torch.zeros(2), torch.zeros(2, 2), emission)
-        >>> value.sum().backward(); means.grad.shape
-        torch.Size([2])
-    """
-    log_start = torch.log_softmax(initial_logits, dim=-1)
-    transition = torch.softmax(transition_logits, dim=-1)
-    length = emission_log_probs.shape[-2]
-    mask = None
-    if lengths is not None:
-        steps = torch.arange(length, device=emission_log_probs.device)
-        mask = steps < lengths.unsqueeze(-1)  # (..., length)
-        emission_log_probs = torch.where(
-            mask.unsqueeze(-1), emission_log_probs, torch.zeros_like(emission_log_probs)
-        )
-    offsets = emission_log_probs.detach().amax(dim=-1, keepdim=True)
-    offsets = torch.where(torch.isfinite(offsets), offsets, torch.zeros_like(offsets))
-    emission_probs = (emission_log_probs - offsets).exp()
-    first = log_start + emission_log_probs[..., 0, :]
-    first_offset = first.detach().amax(dim=-1, keepdim=True)
-    first_offset = torch.where(
-        torch.isfinite(first_offset), first_offset, torch.zeros_like(first_offset)
-    )
-    alpha = (first - first_offset).exp()
-    norm = alpha.sum(-1, keepdim=True)
-    total = norm.log() + first_offset
-    alpha = alpha / _nonzero(norm)
-    n_states = emission_log_probs.shape[-1]
-    batch_size = max(alpha.numel(), transition.numel() // n_states) // n_states
-    if (
-        length > 1
-        and n_states <= DIFFERENTIABLE_SCAN_MAX_STATES
-        and batch_size * n_states**2 <= DIFFERENTIABLE_SCAN_MAX_STEP_ENTRIES
-    ):
-        step_probs = transition.unsqueeze(-3) * emission_probs[..., 1:, :].unsqueeze(-2)
-        if mask is not None:
-            eye = torch.eye(n_states, dtype=step_probs.dtype, device=step_probs.device)
-            step_probs = torch.where(mask[..., 1:, None, None], step_probs, eye)
-        product, log_scale = _scaled_matrix_product(step_probs)
-        last = (alpha.unsqueeze(-2) @ product).squeeze(-2).sum(-1, keepdim=True)
-        total = total + last.log() + log_scale.unsqueeze(-1) + offsets[..., 1:, :].sum(-2)
-        return total.squeeze(-1)
-    n_rows = emission_log_probs[..., 0, :].numel() // max(1, n_states)
-    with step_loop_threads(emission_log_probs, n_rows, n_states):
-        for t in range(1, length):
-            alpha = (alpha.unsqueeze(-2) @ transition).squeeze(-2) * emission_probs[..., t, :]
-            norm = alpha.sum(-1, keepdim=True)
-            total = total + norm.log() + offsets[..., t, :]
-            alpha = alpha / _nonzero(norm)
-    return total.squeeze(-1)
-
-
-def _scaled_matrix_product(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Product of the non-negative (..., steps, n, n) matrices over `steps`, pairwise in
-    log2(steps) rounds; returns (product / scale, log scale) with the largest entry rescaled to 1.
-
-    The scales are taken from detached values: they are constants that cancel between the two
-    outputs, so gradients through `log(product) + log scale` are exact.
-    """
-    log_scale = matrices.new_zeros(matrices.shape[:-2])
-    while matrices.shape[-3] > 1:
-        if matrices.shape[-3] % 2 == 1:
-            # Carry the odd last matrix to the next round as it is.
-            left, right = matrices[..., :-1:2, :, :], matrices[..., 1::2, :, :]
-            carried, carried_scale = matrices[..., -1:, :, :], log_scale[..., -1:]
-            log_pairs = log_scale[..., :-1:2] + log_scale[..., 1::2]
-        else:
-            left, right = matrices[..., 0::2, :, :], matrices[..., 1::2, :, :]
-            carried = None
-            log_pairs = log_scale[..., 0::2] + log_scale[..., 1::2]
-        product = left @ right
-        peak = product.detach().amax(dim=(-2, -1))
-        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
-        matrices = product / peak[..., None, None]
-        log_scale = log_pairs + peak.log()
-        if carried is not None:
-            matrices = torch.cat([matrices, carried], dim=-3)
-            log_scale = torch.cat([log_scale, carried_scale], dim=-1)
-    return matrices.squeeze(-3), log_scale.squeeze(-1)
-
-
-def _total_log_likelihood(
-    scales: torch.Tensor, offsets: torch.Tensor, mask_tm: torch.Tensor | None
-) -> torch.Tensor:
-    log_scales = scales.log()
-    if mask_tm is not None:
-        log_scales = torch.where(mask_tm, log_scales, torch.zeros_like(log_scales))
-    return (log_scales + offsets).sum(0)
-
-
-def _nonzero(norm: torch.Tensor) -> torch.Tensor:
-    # A zero normaliser means an impossible observation: its log (-inf) already records that,
-    # and dividing by one instead of zero keeps NaN out of the later steps.
-    return torch.where(norm > 0, norm, torch.ones_like(norm))
-
-
-def normalize_rows(values: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Normalise non-negative weights along `dim` into probabilities (rows of zeros stay zero).
-
-    Example:
-        >>> normalize_rows(torch.tensor([[1.0, 3.0], [0.0, 0.0]])).tolist()
-        [[0.25, 0.75], [0.0, 0.0]]
-    """
-    total = values.sum(dim, keepdim=True)
-    return values / _nonzero(total)

@@ -2,4 +2,6 @@
 
 from probgen.core.compat import moved
 
-__getattr__, __dir__ = moved(__name__, 'probgen.hmm.inference')
+__getattr__, __dir__ = moved(
+    __name__, "probgen.hmm.inference", "probgen.hmm.layout", "probgen.hmm.scan"
+)

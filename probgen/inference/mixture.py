@@ -2,4 +2,6 @@
 
 from probgen.core.compat import moved
 
-__getattr__, __dir__ = moved(__name__, 'probgen.mixture.inference')
+__getattr__, __dir__ = moved(
+    __name__, 'probgen.mixture.inference', 'probgen.mixture.conjugate'
+)

@@ -17,8 +17,10 @@ with data as `evidence`, a Bayesian mixture whose posterior `probgen.sample_chai
 
 One Gibbs step draws z | parameters (exact categorical per point), weights | z (Dirichlet)
 and (means, variances or covariances) | z, x (the conjugate posterior; inverse-Wishart draws
-by the Bartlett decomposition). The pure tensor functions (EM and the conditional draws,
-batched over chains) live in `probgen.mixture.inference`.
+by the Bartlett decomposition). The EM iterations run on the shared EM driver
+(`probgen.fitting.em`); the pure tensor functions live in `probgen.mixture.inference` (EM) and
+`probgen.mixture.conjugate` (the conditional draws, batched over chains), the model's Gibbs
+interface in `probgen.mixture.gibbs` and the prior's checks in `probgen.mixture.priors`.
 
 Example:
     >>> import torch
@@ -41,44 +43,39 @@ from torch import Tensor
 
 from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import as_tensor, check_choice, check_positive_int
-from probgen.core.errors import ConvergenceWarning, DataError, FitError
+from probgen.core.errors import DataError, FitError
+from probgen.core.kmeans import kmeans
+from probgen.fitting.em import EMResult, fit_restarts, record_fit, run_em
+from probgen.mixture.conjugate import MixturePrior
+from probgen.mixture.gibbs import FULL_STATE_KEYS, STATE_KEYS, MixtureGibbs
 from probgen.mixture.inference import (
     EMFeatures,
-    MixturePrior,
-    component_counts,
     covariances_valid,
-    draw_assignments,
-    draw_means_covariances,
-    draw_means_variances,
-    draw_weights,
     em_features,
+    em_iteration,
     em_m_step,
     gaussian_log_probs,
-    joint_log_prob,
-    run_em,
-    sort_state,
 )
-from probgen.samplers.gibbs import sample_categorical
+from probgen.mixture.priors import PRIOR_KEYS, nonnegative, prior_settings
 
 COVARIANCE_TYPES = ("full", "diag", "spherical")
 INIT_METHODS = ("kmeans", "random")
-PRIOR_KEYS = (
-    "weight_concentration",
-    "mean_prior",
-    "mean_precision",
-    "variance_shape",
-    "variance_scale",
-    "covariance_df",
-    "covariance_scale",
-)
-STATE_KEYS = ("weights", "means", "variances", "assignments")
-FULL_STATE_KEYS = ("weights", "means", "covariances", "assignments")
+# The names below are re-exported for code that imported them from this module.
+__all__ = [
+    "GaussianMixture",
+    "COVARIANCE_TYPES",
+    "INIT_METHODS",
+    "PRIOR_KEYS",
+    "STATE_KEYS",
+    "FULL_STATE_KEYS",
+    "MixturePrior",
+]
 
 
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
-class GaussianMixture(Model):
+class GaussianMixture(MixtureGibbs, Model):
     """A finite mixture of Gaussians with an exact density, fitted by EM; Gibbs for its posterior.
 
     Args:
@@ -167,8 +164,8 @@ class GaussianMixture(Model):
         )
         self.n_init = check_positive_int(n_init, "n_init")
         self.max_iter = check_positive_int(max_iter, "max_iter")
-        self.tol = _nonnegative(tol, "tol")
-        self.reg_covar = _nonnegative(reg_covar, "reg_covar")
+        self.tol = nonnegative(tol, "tol")
+        self.reg_covar = nonnegative(reg_covar, "reg_covar")
         self.init = check_choice(init, "init", INIT_METHODS)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise DataError(f"seed must be an int or None, got {seed!r}")
@@ -182,20 +179,7 @@ class GaussianMixture(Model):
             "covariance_df": covariance_df,
             "covariance_scale": covariance_scale,
         }
-        if prior is not None:
-            if not isinstance(prior, dict):
-                raise DataError(f"prior must be a dict with keys {PRIOR_KEYS}, got {prior!r}")
-            unknown = set(prior) - set(PRIOR_KEYS)
-            if unknown:
-                raise DataError(f"prior has unknown key(s) {sorted(unknown)}; known: {PRIOR_KEYS}")
-            settings.update(prior)
-        for name in ("weight_concentration", "mean_precision", "variance_shape"):
-            settings[name] = _positive(settings[name], name)
-        for name in ("mean_prior", "variance_scale"):
-            settings[name] = _optional_values(settings[name], name, positive=name != "mean_prior")
-        if settings["covariance_df"] is not None:
-            settings["covariance_df"] = _positive(settings["covariance_df"], "covariance_df")
-        settings["covariance_scale"] = _optional_scale_matrix(settings["covariance_scale"])
+        settings = prior_settings(settings, prior)
         self.prior_settings = settings
         self.sort_components = bool(sort_components)
 
@@ -203,12 +187,13 @@ class GaussianMixture(Model):
         self.register_buffer("means", torch.zeros(self._means_shape()))
         self.register_buffer("covariances", torch.ones(self._covariances_shape()))
         self._refresh_event_shape()
-        self.history_: list[float] = []
+        self.history_: list[dict[str, float]] = []
         self.n_iter_ = 0
         self.converged_ = False
 
     # ---- configuration -------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
+        # The prior settings live in one checked dict, not in attributes of their names.
         return {
             "n_components": self.n_components,
             "covariance": self.covariance,
@@ -222,6 +207,17 @@ class GaussianMixture(Model):
             **self.prior_settings,
             "sort_components": self.sort_components,
         }
+
+    def set_fitted_state(self, state: dict[str, Any]) -> None:
+        history = state.get("history_")
+        if isinstance(history, list) and history and not isinstance(history[0], dict):
+            # Older files hold the bare per-point averages; name them as `fit` records them.
+            records = [
+                {"iteration": index + 1, "mean_log_likelihood": value}
+                for index, value in enumerate(history)
+            ]
+            state = {**state, "history_": records}
+        super().set_fitted_state(state)
 
     def _means_shape(self) -> tuple[int, int]:
         return (self.n_components, self.n_features or 0)
@@ -399,9 +395,13 @@ class GaussianMixture(Model):
     ) -> GaussianMixture:
         """Fit by EM (best of `n_init` restarts); returns self.
 
+        `history_` holds the kept restart's iterations, ``{"iteration": i,
+        "mean_log_likelihood": v}`` with v the average log-likelihood per point before the
+        iteration's M-step (scikit-learn's `lower_bound_` for the last one).
+
         Args:
             data: points (n, D), n >= n_components.
-            seed: overrides the constructor's `seed`.
+            seed: deprecated (set it in the constructor); overrides `seed` for this call.
             warm_start: start the first restart from the current parameters (from a previous
                 fit or `set_parameters`) instead of a k-means or random start.
 
@@ -411,7 +411,16 @@ class GaussianMixture(Model):
 
         Warns:
             ConvergenceWarning: the best restart stopped at `max_iter` before converging.
+            DeprecationWarning: `seed` was given.
         """
+        if seed is not None:
+            warnings.warn(
+                "GaussianMixture.fit(seed=...) is deprecated; pass seed to the GaussianMixture "
+                "constructor instead (GaussianMixture(..., seed=...)). The fit argument will be "
+                "removed in the next release.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         x = as_tensor(data, "data", dtype=self.dtype, device=self.device)
         if x.dim() != 2:
             raise DataError(f"data must have shape (n, n_features), got {tuple(x.shape)}")
@@ -424,37 +433,29 @@ class GaussianMixture(Model):
         resume = warm_start and self.fitted_
         self._set_n_features(x.shape[1])
         generator = self.make_generator(self.seed if seed is None else seed)
-        best: tuple[float, dict[str, Tensor], list[float], bool] | None = None
         with torch.no_grad():
-            data = em_features(x, self.covariance)
-            for restart in range(self.n_init):
-                if not (resume and restart == 0):
-                    self._initialize(x, data, generator)
-                history, converged = self._run_em(data)
-                if best is None or history[-1] > best[0]:
-                    state = {k: v.clone() for k, v in self.state_dict().items()}
-                    best = (history[-1], state, history, converged)
-        assert best is not None
-        _, state, history, converged = best
-        self.load_state_dict(state)
-        self.history_ = history
-        self.n_iter_ = len(history)
-        self.converged_ = converged
-        if not converged:
-            warnings.warn(
-                f"GaussianMixture EM stopped at max_iter={self.max_iter} before the average "
-                f"log-likelihood changed by less than tol={self.tol}",
-                ConvergenceWarning,
-                stacklevel=2,
+            features = em_features(x, self.covariance)
+            result = fit_restarts(
+                self,
+                self.n_init,
+                lambda restart: self._initialize(x, features, generator),
+                lambda: self._run_em(features),
+                warm_start=resume,
             )
-        self._mark_fitted()
+        record_fit(
+            self,
+            result,
+            warning=(
+                f"GaussianMixture EM stopped at max_iter={self.max_iter} before the average "
+                f"log-likelihood changed by less than tol={self.tol}"
+            ),
+            figure="mean_log_likelihood",
+        )
         return self
 
     def _initialize(self, x: Tensor, data: EMFeatures, generator: torch.Generator) -> None:
         n_points = x.shape[0]
         if self.init == "kmeans":
-            from probgen.hmm.emissions import kmeans
-
             centres, labels = kmeans(x, self.n_components, generator)
             if labels.shape[0] != n_points:  # k-means ran on a subset: label every point
                 labels = torch.cdist(x, centres).argmin(-1)
@@ -472,322 +473,50 @@ class GaussianMixture(Model):
             )
         self.weights, self.means, self.covariances = weights, means, covariances
 
-    def _run_em(self, data: EMFeatures) -> tuple[list[float], bool]:
-        """EM iterations from the current parameters, in scikit-learn's order."""
-        result = run_em(
-            data,
-            self.weights,
-            self.means,
-            self.covariances,
-            reg_covar=self.reg_covar,
+    def _run_em(self, features: EMFeatures) -> EMResult:
+        """EM iterations from the current parameters, in scikit-learn's order, on the driver.
+
+        Each iteration is `em_iteration` (E-step recording the average log-likelihood per
+        point, M-step, validity check); the driver's ``criterion="change"`` with ``scale=1``
+        is scikit-learn's ``abs(change) < tol`` test. A failed iteration raises here, before
+        the new parameters are adopted, so the model keeps its last good ones without the
+        driver's per-iteration snapshot (the parameters are replaced, never changed in place).
+        """
+        full = self.covariance == "full"
+        cholesky = torch.linalg.cholesky(self.covariances) if full else None
+        iteration = 0
+
+        def iterate() -> float:
+            nonlocal cholesky, iteration
+            iteration += 1
+            step = em_iteration(
+                features,
+                self.weights,
+                self.means,
+                self.covariances,
+                cholesky,
+                reg_covar=self.reg_covar,
+            )
+            if step.failure == "nonfinite":
+                raise FitError(
+                    f"the log-likelihood became {step.average} at EM iteration {iteration}; "
+                    "the model keeps its last good parameters"
+                )
+            if step.failure == "singular":
+                self._mark_fitted()
+                raise FitError(
+                    f"EM iteration {iteration} made a covariance singular (a component "
+                    "collapsed onto too few points); the model keeps its last good parameters "
+                    "(increase reg_covar)"
+                )
+            self.weights, self.means, self.covariances = step.parameters
+            cholesky = step.cholesky
+            return step.average
+
+        return run_em(
+            iterate,
             max_iter=self.max_iter,
             tol=self.tol,
+            criterion="change",
+            what="GaussianMixture EM",
         )
-        self.weights = result.weights
-        self.means = result.means
-        self.covariances = result.covariances
-        if result.failure == "nonfinite":
-            raise FitError(
-                f"the log-likelihood became {result.failed_value} at EM iteration "
-                f"{result.failed_iteration}; the model keeps its last good parameters"
-            )
-        if result.failure == "singular":
-            self._mark_fitted()
-            raise FitError(
-                f"EM iteration {result.failed_iteration} made a covariance singular (a "
-                "component collapsed onto too few points); the model keeps its last good "
-                "parameters (increase reg_covar)"
-            )
-        return result.history, result.converged
-
-    # ---- Bayesian mixture: Gibbs -----------------------------------------------------------
-    def _evidence(self, evidence: Any) -> Tensor:
-        if evidence is None:
-            raise DataError(
-                "evidence (the observed data, shape (n, n_features)) is required to sample "
-                "the mixture posterior; pass evidence=data"
-            )
-        x = as_tensor(evidence, "evidence", device=self.device)
-        if not x.is_floating_point():
-            x = x.double()
-        if x.dim() != 2:
-            raise DataError(f"evidence must have shape (n, n_features), got {tuple(x.shape)}")
-        if self.n_features is not None and x.shape[1] != self.n_features:
-            raise DataError(f"evidence has {x.shape[1]} features, the model has {self.n_features}")
-        return x
-
-    def resolve_prior(self, evidence: Any) -> MixturePrior:
-        """The conjugate prior used with `evidence`, data-scaled defaults filled in."""
-        x = self._evidence(evidence)
-        settings = self.prior_settings
-        n_features = x.shape[1]
-
-        def values(value: Any, name: str) -> Tensor:
-            tensor = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-            if tensor.dim() == 1 and tensor.shape[0] not in (1, n_features):
-                raise DataError(f"{name} has {tensor.shape[0]} values; the data has {n_features}")
-            return tensor.expand(n_features).clone()
-
-        mean_prior = settings["mean_prior"]
-        mean_prior = x.mean(0) if mean_prior is None else values(mean_prior, "mean_prior")
-
-        def scalar(name: str) -> Tensor:
-            return torch.tensor(settings[name], dtype=x.dtype, device=x.device)
-
-        if self.covariance == "full":
-            df = settings["covariance_df"]
-            df = n_features + 1.0 if df is None else df
-            if not df > n_features - 1:
-                raise DataError(
-                    f"covariance_df must be greater than n_features - 1 = {n_features - 1} "
-                    f"(the inverse-Wishart's degrees of freedom), got {df!r}"
-                )
-            return MixturePrior(
-                weight_concentration=scalar("weight_concentration"),
-                mean_prior=mean_prior,
-                mean_precision=scalar("mean_precision"),
-                covariance_df=torch.tensor(df, dtype=x.dtype, device=x.device),
-                covariance_scale=self._covariance_scale(x),
-            )
-        spherical = self.covariance == "spherical"
-        scale = settings["variance_scale"]
-        if scale is None:
-            variance = x.var(0, unbiased=False).clamp_min(1e-12)
-            scale = 0.1 * (variance.mean() if spherical else variance)
-        else:
-            scale = values(scale, "variance_scale")
-            if spherical:
-                if bool((scale != scale[0]).any()):
-                    raise DataError("variance_scale must be one value for covariance='spherical'")
-                scale = scale[0]
-
-        return MixturePrior(
-            weight_concentration=scalar("weight_concentration"),
-            mean_prior=mean_prior,
-            mean_precision=scalar("mean_precision"),
-            variance_shape=scalar("variance_shape"),
-            variance_scale=scale,
-            spherical=spherical,
-        )
-
-    def _covariance_scale(self, x: Tensor) -> Tensor:
-        """The inverse-Wishart scale matrix (D, D) for evidence `x`."""
-        n_features = x.shape[1]
-        value = self.prior_settings["covariance_scale"]
-        if value is None:
-            return 0.2 * _data_covariance(x)
-        scale = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-        if scale.dim() < 2:
-            if scale.dim() == 1 and scale.shape[0] not in (1, n_features):
-                raise DataError(
-                    f"covariance_scale has {scale.shape[0]} values; the data has {n_features}"
-                )
-            return torch.diag_embed(scale.expand(n_features).clone())
-        if tuple(scale.shape) != (n_features, n_features):
-            raise DataError(
-                f"covariance_scale has shape {tuple(scale.shape)}; the data needs "
-                f"({n_features}, {n_features})"
-            )
-        return scale.clone()
-
-    def initial_state(
-        self, num_chains: int, *, generator: torch.Generator | None = None, evidence: Any = None
-    ) -> dict[str, Tensor]:
-        """Dispersed starting states: k-means++-style means drawn per chain from the data.
-
-        Each chain seeds its means with distinct data points chosen as k-means++ does
-        (the first uniformly, each next one with probability proportional to the squared
-        distance to the nearest chosen one), starts with equal weights and the data's variance,
-        and draws its assignments from their conditional. With covariance="full" every
-        component starts with the data's covariance (its diagonal when that is singular).
-
-        Returns:
-            {"weights": (chains, K), "means": (chains, K, D), "variances": (chains, K, D)
-            ("diag", "spherical") or "covariances": (chains, K, D, D) ("full"),
-            "assignments": (chains, n) long}.
-        """
-        num_chains = check_positive_int(num_chains, "num_chains")
-        x = self._evidence(evidence)
-        generator = generator if generator is not None else self.make_generator(None)
-        n_points, n_features = x.shape
-        n_components = self.n_components
-        chosen = torch.randint(
-            n_points, (num_chains, 1), generator=generator, device=generator.device
-        ).to(x.device)
-        nearest = ((x - x[chosen[:, 0]].unsqueeze(1)) ** 2).sum(-1)  # (chains, n)
-        for _ in range(1, n_components):
-            total = nearest.sum(-1, keepdim=True)
-            weights = torch.where(total > 0, nearest, torch.ones_like(nearest))
-            pick = sample_categorical(weights.log(), generator).unsqueeze(-1)
-            chosen = torch.cat([chosen, pick], 1)
-            nearest = torch.minimum(nearest, ((x - x[pick[:, 0]].unsqueeze(1)) ** 2).sum(-1))
-        means = x[chosen]
-        if self.covariance == "full":
-            shape: tuple[int, ...] = (num_chains, n_components, n_features, n_features)
-            variances = _data_covariance(x).expand(shape).clone()
-        else:
-            variance = x.var(0, unbiased=False).clamp_min(1e-12)
-            if self.covariance == "spherical":
-                variance = variance.mean().expand(n_features)
-            variances = variance.expand(num_chains, n_components, n_features).clone()
-        weights = torch.full(
-            (num_chains, n_components), 1.0 / n_components, dtype=x.dtype, device=x.device
-        )
-        assignments = draw_assignments(x, weights, means, variances, generator)
-        return self._as_state(weights, means, variances, assignments)
-
-    @property
-    def state_keys(self) -> tuple[str, ...]:
-        """Keys of the Gibbs state: "covariances" for covariance="full", else "variances"."""
-        return FULL_STATE_KEYS if self.covariance == "full" else STATE_KEYS
-
-    def _as_state(
-        self, weights: Tensor, means: Tensor, variances: Tensor, assignments: Tensor
-    ) -> dict[str, Tensor]:
-        state = dict(zip(self.state_keys, (weights, means, variances, assignments)))
-        return sort_state(state) if self.sort_components else state
-
-    def _check_state(self, state: Any, x: Tensor) -> dict[str, Tensor]:
-        keys = self.state_keys
-        if not isinstance(state, dict) or set(state) != set(keys):
-            found = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise DataError(
-                f"state must be a dict with keys {keys} (covariance={self.covariance!r}), "
-                f"got {found}"
-            )
-        n_chains = int(torch.as_tensor(state["weights"]).shape[0])
-        k, (n, d) = self.n_components, x.shape
-        expected = {
-            "weights": (n_chains, k),
-            "means": (n_chains, k, d),
-            keys[2]: (n_chains, k, d, d) if self.covariance == "full" else (n_chains, k, d),
-            "assignments": (n_chains, n),
-        }
-        checked = {}
-        for key, shape in expected.items():
-            value = torch.as_tensor(state[key], device=x.device)
-            if tuple(value.shape) != shape:
-                raise DataError(
-                    f"state[{key!r}] has shape {tuple(value.shape)}; expected {shape} "
-                    "(chains, components, features / points of the evidence)"
-                )
-            checked[key] = value.long() if key == "assignments" else value.to(x.dtype)
-        if bool(((checked["assignments"] < 0) | (checked["assignments"] >= k)).any()):
-            raise DataError(f"state['assignments'] must lie in 0..{k - 1}")
-        if self.covariance == "full" and not covariances_valid(checked[keys[2]], "full"):
-            raise DataError("state['covariances'] must be positive definite")
-        return checked
-
-    def gibbs_step(
-        self,
-        state: dict[str, Tensor],
-        *,
-        generator: torch.Generator | None = None,
-        evidence: Any = None,
-    ) -> dict[str, Tensor]:
-        """One blocked Gibbs sweep for every chain: z | params, weights | z, (means, cov) | z, x.
-
-        Args:
-            state: {"weights", "means", "variances" (or "covariances" for "full"),
-                "assignments"} with a leading chain axis.
-            generator: source of every draw.
-            evidence: the observed data (n, D).
-
-        Returns:
-            The new state (same keys and shapes).
-        """
-        x = self._evidence(evidence)
-        state = self._check_state(state, x)
-        generator = generator if generator is not None else self.make_generator(None)
-        prior = self.resolve_prior(x)
-        spread = self.state_keys[2]
-        with torch.no_grad():
-            assignments = draw_assignments(
-                x, state["weights"], state["means"], state[spread], generator
-            )
-            counts = component_counts(assignments, self.n_components, x.dtype)
-            weights = draw_weights(counts, prior.weight_concentration, generator)
-            draw = draw_means_covariances if prior.full else draw_means_variances
-            means, variances = draw(x, assignments, counts, prior, generator)
-        return self._as_state(weights, means, variances, assignments)
-
-    def unnormalized_log_prob(self, state: dict[str, Tensor], *, evidence: Any = None) -> Tensor:
-        """Joint log density of (weights, means, variances, assignments, evidence), per chain.
-
-        With covariance="full": Dirichlet(weights) + sum_k [InverseWishart(covariance_k) +
-        MultivariateNormal(mean_k | mean_prior, covariance_k / kappa)] + sum_i [log
-        weights[z_i] + log N(x_i | mean, covariance of z_i)]. Exact, constants included;
-        with `sort_components` the sampled (ordered) posterior is K! times it on the ordered
-        region, a constant. Needs the evidence (n, D).
-        """
-        x = self._evidence(evidence)
-        state = self._check_state(state, x)
-        prior = self.resolve_prior(x)
-        with torch.no_grad():
-            return joint_log_prob(
-                x,
-                state["weights"],
-                state["means"],
-                state[self.state_keys[2]],
-                state["assignments"],
-                prior,
-            )
-
-
-def _nonnegative(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise DataError(f"{name} must be a non-negative number, got {value!r}")
-    return float(value)
-
-
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise DataError(f"{name} must be a positive number, got {value!r}")
-    if not math.isfinite(value):
-        raise DataError(f"{name} must be finite, got {value!r}")
-    return float(value)
-
-
-def _optional_values(value: Any, name: str, *, positive: bool) -> float | list[float] | None:
-    """None, a number, or a list of numbers (JSON-able for get_config)."""
-    if value is None:
-        return None
-    tensor = as_tensor(value, name, dtype=torch.float64)
-    if tensor.dim() > 1:
-        raise DataError(f"{name} must be a number or one value per feature, got {value!r}")
-    if positive and bool((tensor <= 0).any()):
-        raise DataError(f"{name} must be positive, got {value!r}")
-    scalar = isinstance(value, (int, float)) or tensor.dim() == 0
-    return float(tensor.reshape(-1)[0]) if scalar else tensor.tolist()
-
-
-def _optional_scale_matrix(value: Any) -> float | list[float] | list[list[float]] | None:
-    """None, a positive number, positive per-feature values or a symmetric positive-definite
-    matrix (JSON-able for get_config)."""
-    if value is None:
-        return None
-    name = "covariance_scale"
-    matrix = as_tensor(value, name, dtype=torch.float64)
-    if matrix.dim() < 2:
-        return _optional_values(value, name, positive=True)
-    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise DataError(
-            f"{name} must be a number, one value per feature or a square matrix, got "
-            f"shape {tuple(matrix.shape)}"
-        )
-    tolerance = 1e-10 * float(matrix.abs().max().clamp_min(1e-300))
-    if not bool(((matrix - matrix.T).abs() <= tolerance).all()):
-        raise DataError(f"{name} must be a symmetric matrix")
-    if not covariances_valid(matrix.unsqueeze(0), "full"):
-        raise DataError(f"{name} must be positive definite")
-    return matrix.tolist()
-
-
-def _data_covariance(x: Tensor) -> Tensor:
-    """The data's maximum-likelihood covariance (D, D), or its diagonal (variances clamped
-    positive) when it is not positive definite (fewer points than features, collinear
-    features, constant data)."""
-    covariance = torch.cov(x.T, correction=0).reshape(x.shape[1], x.shape[1])
-    if covariances_valid(covariance.unsqueeze(0), "full"):
-        return covariance
-    return torch.diag_embed(x.var(0, unbiased=False).clamp_min(1e-12))

@@ -1,7 +1,9 @@
 """Helpers shared by the discrete graphical models (`BayesianNetwork`, `MarkovNetwork`).
 
-Both speak the Gibbs interface on long tensors of state indices (num_chains, n_variables) and
-enumerate small joint spaces the same way.
+`StateCodec` maps variable names and state labels to integer codes (DataFrames, arrays and
+evidence dicts in, long tensors of state indices out, and back). Both models speak the Gibbs
+interface on long tensors of state indices (num_chains, n_variables) and enumerate small joint
+spaces the same way.
 
 Example:
     >>> from probgen.networks.codec import enumerate_assignments
@@ -12,9 +14,11 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -75,3 +79,322 @@ def draw_states(logits: Tensor, generator: torch.Generator) -> Tensor:
         logits.shape[0], 1, generator=generator, device=logits.device, dtype=cumulative.dtype
     )
     return (uniform >= cumulative).sum(dim=1).clamp_max(logits.shape[1] - 1)
+
+
+def is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(isinstance(value, float) and math.isnan(value))
+    except TypeError:
+        return False
+
+
+def state_key(value: Any) -> str:
+    """State names are strings; numbers match their plain spelling (1.0 matches "1")."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    return str(value)
+
+
+def pd_unique(values: np.ndarray) -> np.ndarray:
+    """Unique values of a column (pandas' hash-based unique keeps object columns fast)."""
+    import pandas as pd
+
+    return pd.unique(pd.Series(values)).astype(object)
+
+
+# the names these helpers had in the old `probgen.graphical.bayesnet` (its alias finds them here)
+_is_missing = is_missing
+_state_key = state_key
+
+
+class StateCodec:
+    """Variable names and state labels <-> integer state codes, for a discrete network.
+
+    The codec keeps references to the model's `variables` list and `states` dict (not
+    copies): a `BayesianNetwork` fills in states at `fit`, and the codec sees them.
+
+    Args:
+        variables: the variables in column order.
+        states: variable -> state names (None while a variable's states are unknown).
+
+    Example:
+        >>> codec = StateCodec(["rain", "wet"], {"rain": ["no", "yes"], "wet": ["no", "yes"]})
+        >>> import pandas as pd
+        >>> codec.encode(pd.DataFrame({"wet": ["yes", None]})).tolist()
+        [[-1, 1], [-1, -1]]
+        >>> codec.decode(torch.tensor([[1, 0]])).values.tolist()
+        [['yes', 'no']]
+    """
+
+    def __init__(self, variables: Sequence[str], states: Mapping[str, list[str] | None]) -> None:
+        self.variables = variables
+        self.states = states
+        self.position = {v: i for i, v in enumerate(variables)}
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Number of states of each variable (in `variables` order)."""
+        return [len(self.states_of(v)) for v in self.variables]
+
+    def states_of(self, variable: str) -> list[str]:
+        """State names of `variable`.
+
+        Raises:
+            DataError: the variable's states are not known yet.
+        """
+        labels = self.states[variable]
+        if labels is None:
+            raise DataError(f"variable {variable!r} has no states yet; give states= or fit on data")
+        return labels
+
+    def index_of(self, variable: Any, argument: str) -> int:
+        """Column of `variable`.
+
+        Raises:
+            DataError: not a variable of the network (`argument` names the argument).
+        """
+        if variable not in self.position:
+            raise DataError(
+                f"{argument}: unknown variable {variable!r}; the network has "
+                f"{', '.join(self.variables[:10])}{'...' if len(self.variables) > 10 else ''}"
+            )
+        return self.position[variable]
+
+    def encode(
+        self,
+        data: Any,
+        name: str = "data",
+        *,
+        allow_missing: bool = True,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """State indices of `data` as a long tensor (n, n_variables), -1 where missing.
+
+        Args:
+            data: a DataFrame with (some of) the variables as columns, holding state names
+                (NaN/None for missing; absent columns are missing), or an integer array or
+                tensor (n, n_variables) of state indices (a float array may use NaN).
+            name: the argument's name for error messages.
+            allow_missing: whether missing entries are allowed.
+
+        Raises:
+            DataError: an unknown column, a state the variable does not have, a wrong shape.
+        """
+        if hasattr(data, "columns") and hasattr(data, "iloc"):
+            return self._encode_frame(data, name, allow_missing, device)
+        if isinstance(data, Tensor):
+            tensor = data.detach()
+        else:
+            try:
+                array = np.asarray(data)
+                if array.dtype == object:
+                    array = array.astype(np.float64)
+                tensor = torch.from_numpy(np.ascontiguousarray(array))
+            except (TypeError, ValueError) as error:
+                raise DataError(f"{name} could not be read as an array of state indices") from error
+        width = len(self.variables)
+        if tensor.dim() < 1 or tensor.shape[-1] != width:
+            raise DataError(
+                f"{name} has shape {tuple(tensor.shape)}; its last dimension must be {width} "
+                "(one column per variable)"
+            )
+        if tensor.numel() == 0:
+            raise DataError(f"{name} is empty")
+        tensor = tensor.reshape(-1, width)
+        if tensor.is_floating_point():
+            missing = torch.isnan(tensor)
+            filled = torch.where(missing, torch.zeros_like(tensor), tensor)
+            if not torch.equal(filled, filled.round()):
+                raise DataError(f"{name} must hold whole numbers (state indices)")
+            codes = torch.where(missing, torch.full_like(filled, -1), filled).long()
+        elif tensor.dtype == torch.bool or tensor.dtype.is_complex:
+            raise DataError(f"{name} must hold integer state indices, got {tensor.dtype}")
+        else:
+            codes = tensor.long()
+            missing = torch.zeros_like(codes, dtype=torch.bool)
+        cards = torch.tensor(self.cardinalities)
+        bad = (~missing) & ((codes < 0) | (codes >= cards))
+        if bad.any():
+            row, column = (int(i) for i in bad.nonzero()[0])
+            variable = self.variables[column]
+            raise DataError(
+                f"{name}[{row}] has state index {int(codes[row, column])} for variable "
+                f"{variable!r}, which has {int(cards[column])} states"
+            )
+        if not allow_missing and missing.any():
+            column = int(missing.nonzero()[0, 1])
+            raise DataError(f"{name} has missing values for variable {self.variables[column]!r}")
+        return codes.to(device)
+
+    def _encode_frame(
+        self, frame: Any, name: str, allow_missing: bool, device: torch.device | str | None
+    ) -> Tensor:
+        for column in frame.columns:
+            if column not in self.position:
+                raise DataError(f"{name} has column {column!r}, which is not a network variable")
+        if len(frame) == 0:
+            raise DataError(f"{name} is empty")
+        import pandas as pd
+
+        codes = self._encode_string_frame(frame)
+        if codes is not None:
+            if not allow_missing and (codes < 0).any():
+                column = int(np.argwhere(codes < 0)[0, 1])
+                raise DataError(
+                    f"{name} has missing values for variable {self.variables[column]!r}"
+                )
+            return torch.from_numpy(codes).to(device)
+        codes = np.full((len(frame), len(self.variables)), -1, dtype=np.int64)
+        for column in frame.columns:
+            labels = self.states_of(column)
+            lookup = {label: i for i, label in enumerate(labels)}
+            positions, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+            unique_codes = np.empty(len(uniques) + 1, dtype=np.int64)
+            unique_codes[-1] = -1  # factorize marks missing values with -1
+            for position, unique in enumerate(uniques):
+                if is_missing(unique):
+                    unique_codes[position] = -1
+                    continue
+                key = state_key(unique)
+                if key not in lookup:
+                    raise DataError(
+                        f"{name} column {column!r} has state {unique!r}, which variable "
+                        f"{column!r} does not have (states: {labels})"
+                    )
+                unique_codes[position] = lookup[key]
+            codes[:, self.position[column]] = unique_codes[positions]
+        if not allow_missing and (codes < 0).any():
+            column = int(np.argwhere(codes < 0)[0, 1])
+            raise DataError(f"{name} has missing values for variable {self.variables[column]!r}")
+        return torch.from_numpy(codes).to(device)
+
+    def _encode_string_frame(self, frame: Any) -> np.ndarray | None:
+        """State indices of a frame that holds only state-name strings and missing values,
+        in one pass over the whole frame (or None: another kind of frame, or a value that is
+        not a state, which the column-by-column path in `_encode_frame` reports).
+
+        Batched queries pass wide frames with a few observed cells per row; per-column
+        factorisation cost tens of microseconds per column, more than the inference itself."""
+        import pandas as pd
+
+        columns = list(frame.columns)
+        if len(set(columns)) != len(columns):
+            return None
+        values = frame.to_numpy(dtype=object).T  # (columns, rows): one column's cells together
+        present = ~pd.isna(values)
+        column_index, row_index = np.nonzero(present)
+        codes = np.full((len(frame), len(self.variables)), -1, dtype=np.int64)
+        if len(column_index) == 0:
+            return codes
+        positions, uniques = pd.factorize(values[present])
+        # only strings: a number or bool could equal a value of another type in another
+        # column (1 == 1.0 == True) and share its factorised code; those take the slow path
+        if not all(isinstance(unique, str) for unique in uniques):
+            return None
+        pairs, inverse = np.unique(column_index * len(uniques) + positions, return_inverse=True)
+        pair_codes = np.empty(len(pairs), dtype=np.int64)
+        lookups: dict[int, dict[str, int]] = {}
+        for k, pair in enumerate(pairs.tolist()):
+            column, unique = divmod(pair, len(uniques))
+            if column not in lookups:
+                labels = self.states_of(columns[column])
+                lookups[column] = {label: i for i, label in enumerate(labels)}
+            code = lookups[column].get(uniques[unique])
+            if code is None:
+                return None
+            pair_codes[k] = code
+        targets = np.asarray([self.position[c] for c in columns], dtype=np.int64)
+        codes[row_index, targets[column_index]] = pair_codes[inverse.reshape(-1)]
+        return codes
+
+    def decode(self, codes: Tensor) -> Any:
+        """A DataFrame of state names from a tensor of state indices (n, n_variables)."""
+        import pandas as pd
+
+        codes = codes.detach().cpu().numpy()
+        columns = {}
+        for index, variable in enumerate(self.variables):
+            labels = np.asarray(self.states_of(variable) + [None], dtype=object)
+            columns[variable] = labels[codes[:, index]]
+        return pd.DataFrame(columns)
+
+    def encode_evidence(
+        self, evidence: Any, name: str = "evidence", device: torch.device | str | None = None
+    ) -> tuple[Tensor, bool]:
+        """Evidence as (codes (batch, n_variables) with -1 = unobserved, batched?)."""
+        if evidence is None:
+            return torch.full((1, len(self.variables)), -1, dtype=torch.long, device=device), False
+        if isinstance(evidence, Mapping):
+            codes = torch.full((1, len(self.variables)), -1, dtype=torch.long)
+            for variable, state in evidence.items():
+                index = self.index_of(variable, name)
+                codes[0, index] = self.state_index(variable, state, name)
+            return codes.to(device), False
+        if hasattr(evidence, "columns"):
+            return self._encode_frame(evidence, name, True, device), True
+        raise DataError(
+            f"{name} must be a dict {{variable: state}} or a DataFrame (one query per "
+            f"row), got {type(evidence).__name__}"
+        )
+
+    def state_index(self, variable: str, state: Any, name: str) -> int:
+        labels = self.states_of(variable)
+        key = state_key(state)
+        if key in labels:
+            return labels.index(key)
+        if (
+            isinstance(state, (int, np.integer))
+            and not isinstance(state, bool)
+            and 0 <= int(state) < len(labels)
+        ):
+            return int(state)
+        raise DataError(f"{name}: variable {variable!r} has no state {state!r} (states: {labels})")
+
+
+class _Unset:
+    """The default of a deprecated `fit` keyword: "not given, use the constructor's setting"."""
+
+    def __repr__(self) -> str:
+        return "<from the constructor>"
+
+
+UNSET: Any = _Unset()
+
+
+def fit_settings(model: Any, **given: Any) -> dict[str, Any]:
+    """The settings a `fit` call uses: the model's own (constructor) settings, overridden by
+    any passed to `fit` under the deprecated keywords (each warns `DeprecationWarning`).
+
+    The override holds for that call only; the model's settings (and `get_config`) keep the
+    constructor's values.
+
+    Example:
+        >>> import warnings
+        >>> class Toy:
+        ...     max_iter = 100
+        >>> fit_settings(Toy(), max_iter=UNSET)
+        {'max_iter': 100}
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     settings = fit_settings(Toy(), max_iter=5)
+        >>> settings, caught[0].category.__name__
+        ({'max_iter': 5}, 'DeprecationWarning')
+    """
+    settings: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is UNSET:
+            settings[name] = getattr(model, name)
+            continue
+        cls = type(model).__name__
+        warnings.warn(
+            f"{cls}.fit({name}=...) is deprecated and will be removed in the next release; "
+            f"pass {name}= to the constructor, {cls}({name}=...)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        settings[name] = value
+    return settings

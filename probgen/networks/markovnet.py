@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,12 +28,16 @@ from torch import Tensor, nn
 import probgen.networks.factors as ops
 from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import check_choice, check_positive_int
-from probgen.core.errors import ConvergenceWarning, DataError, FitError
+from probgen.core.errors import ConvergenceWarning, DataError
+from probgen.fitting.em import record_fit, run_em
 from probgen.networks.codec import (
+    UNSET,
+    StateCodec,
     check_chain_state,
     clamp_chains,
     draw_states,
     enumerate_assignments,
+    fit_settings,
 )
 
 __all__ = ["MarkovNetwork"]
@@ -51,6 +54,11 @@ class MarkovNetwork(Model):
         variables: column order of the variables (default: order of first appearance).
         max_exact_size: largest table (entries) exact elimination may create; above it the
             model is approximate and `log_prob_kind` is "unnormalized".
+        objective: `fit`'s objective: "likelihood" (exact, needs the exact regime),
+            "pseudo_likelihood", or "auto" (likelihood when exact).
+        max_iter: L-BFGS iterations at most (run in blocks of 20).
+        tol: `fit` stops when the objective changes by less than this between blocks.
+        l2: penalty on the squared log-potentials (keeps unseen configurations finite).
 
     Raises:
         DataError: a table whose shape does not match its scope or the states, negative or
@@ -67,8 +75,16 @@ class MarkovNetwork(Model):
         states: Mapping[str, Sequence[Any]] | None = None,
         variables: Sequence[str] | None = None,
         max_exact_size: int = 2**22,
+        objective: str = "auto",
+        max_iter: int = 100,
+        tol: float = 1e-7,
+        l2: float = 1e-4,
     ) -> None:
         super().__init__()
+        self.objective = objective
+        self.max_iter = max_iter
+        self.tol = tol
+        self.l2 = l2
         if (factors is None) == (scopes is None):
             raise DataError("give either factors (scope, table pairs) or scopes")
         if factors is not None:
@@ -126,6 +142,7 @@ class MarkovNetwork(Model):
         self.max_exact_size = int(max_exact_size)
         self.event_shape = torch.Size([len(order)])
         self._cache: dict[str, Any] = {}
+        self._codec = StateCodec(self.variables, self.states)
         self.log_potentials = nn.ParameterList()
         for index, (scope, table) in enumerate(zip(scope_list, tables)):
             shape = tuple(len(self.states[v]) for v in scope)
@@ -157,11 +174,16 @@ class MarkovNetwork(Model):
         return [len(self.states[v]) for v in self.variables]
 
     def get_config(self) -> dict[str, Any]:
+        # the tables are saved as tensors, so the config rebuilds from `scopes`, not `factors`
         return {
             "scopes": [list(s) for s in self.scopes],
             "states": {v: list(s) for v, s in self.states.items()},
             "variables": list(self.variables),
             "max_exact_size": self.max_exact_size,
+            "objective": self.objective,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "l2": self.l2,
         }
 
     @classmethod
@@ -201,23 +223,12 @@ class MarkovNetwork(Model):
         return cached
 
     # ---- encoding ----------------------------------------------------------------------------
-    def _shell(self) -> Any:
-        """An edgeless BayesianNetwork over the same variables, used for input encoding."""
-        shell = self._cache.get("shell")
-        if shell is None:
-            from probgen.networks.bayesnet import BayesianNetwork
-
-            shell = BayesianNetwork(variables=self.variables, states=self.states)
-            self._cache["shell"] = shell
-        return shell
-
     def encode(self, data: Any, name: str = "data") -> Tensor:
-        """State indices (n, n_variables), -1 where missing (see `BayesianNetwork.encode`)."""
-        return self._shell().encode(data, name).to(self.device)
+        """State indices (n, n_variables), -1 where missing (see `StateCodec.encode`)."""
+        return self._codec.encode(data, name, device=self.device)
 
     def _evidence_codes(self, evidence: Any) -> tuple[Tensor, bool]:
-        codes, batched = self._shell()._encode_evidence(evidence)
-        return codes.to(self.device), batched
+        return self._codec.encode_evidence(evidence, device=self.device)
 
     # ---- partition function and density ------------------------------------------------------
     def _require_exact(self, what: str) -> None:
@@ -326,7 +337,7 @@ class MarkovNetwork(Model):
                 for _ in range(int(burn_in)):
                     samples = self.gibbs_step(samples, generator=generator)
         if as_frame:
-            return self._shell().decode(samples)
+            return self._codec.decode(samples)
         return samples
 
     def initial_state(
@@ -465,27 +476,30 @@ class MarkovNetwork(Model):
         self,
         data: Any,
         *,
-        objective: str = "auto",
-        max_iter: int = 100,
-        tol: float = 1e-7,
-        l2: float = 1e-4,
+        objective: Any = UNSET,
+        max_iter: Any = UNSET,
+        tol: Any = UNSET,
+        l2: Any = UNSET,
     ) -> MarkovNetwork:
         """Fit the log-potentials to complete data with L-BFGS.
 
+        The settings (`objective`, `max_iter`, `tol`, `l2`) are the constructor's; passing
+        them here is deprecated (it warns, and the value applies to this call).
+
         Args:
             data: DataFrame of state names or integer array (n, n_variables).
-            objective: "likelihood" (exact, needs the exact regime), "pseudo_likelihood", or
-                "auto" (likelihood when exact).
-            max_iter: L-BFGS iterations at most.
-            tol: stop when the mean negative log-likelihood changes by less than this.
-            l2: penalty on the squared log-potentials (keeps unseen configurations finite).
 
         Returns:
-            self, with `history_` (objective per iteration), `n_iter_`, `converged_`.
+            self, with `history_` (one ``{"iteration", "objective"}`` record per block of 20
+            L-BFGS iterations: the penalised mean negative log-(pseudo-)likelihood),
+            `n_iter_`, `converged_`.
 
         Raises:
             DataError: missing values, unknown states; FitError if the objective diverges.
         """
+        settings = fit_settings(self, objective=objective, max_iter=max_iter, tol=tol, l2=l2)
+        objective, max_iter = settings["objective"], settings["max_iter"]
+        tol, l2 = settings["tol"], settings["l2"]
         check_choice(objective, "objective", ("auto", "likelihood", "pseudo_likelihood"))
         max_iter = check_positive_int(max_iter, "max_iter")
         if objective == "auto":
@@ -527,25 +541,19 @@ class MarkovNetwork(Model):
             value.backward()
             return value
 
-        history: list[float] = []
-        last_good = [p.detach().clone() for p in self.log_potentials]
-        self.converged_ = False
-        steps = 0
-        for step in range(1, max(1, max_iter // 20) + 1):
-            steps = step
-            value = float(optimiser.step(closure).detach())
-            if not math.isfinite(value):
-                with torch.no_grad():
-                    for parameter, good in zip(self.log_potentials, last_good):
-                        parameter.copy_(good)
-                raise FitError(f"MarkovNetwork.fit diverged at step {step} (objective {value})")
-            last_good = [p.detach().clone() for p in self.log_potentials]
-            history.append(value)
-            if len(history) > 1 and abs(history[-2] - history[-1]) < tol:
-                self.converged_ = True
-                break
-        self.history_ = history
-        self.n_iter_ = steps
+        def iterate() -> float:
+            return float(optimiser.step(closure).detach())
+
+        # the objective is checked for finiteness; the parameters are not (as before)
+        result = run_em(
+            iterate,
+            max_iter=max(1, max_iter // 20),
+            tol=tol,
+            criterion="change",
+            guard=self,
+            finite_parameters=lambda: True,
+            what="MarkovNetwork.fit",
+        )
         self._cache.pop("log_z", None)
-        self._mark_fitted()
+        record_fit(self, result, figure="objective")
         return self

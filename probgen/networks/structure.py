@@ -26,6 +26,8 @@ from scipy.special import gammaln
 
 from probgen.core.data import check_choice, check_positive_int
 from probgen.core.errors import DataError
+from probgen.networks.bayesnet import BayesianNetwork
+from probgen.networks.codec import state_key
 
 __all__ = ["learn_structure", "LocalScore", "structural_hamming_distance"]
 
@@ -35,8 +37,6 @@ def _encode(
 ) -> tuple[list[str], dict[str, list[str]], np.ndarray]:
     """Column names, state names and a complete integer code matrix (n, n_variables)."""
     import pandas as pd
-
-    from probgen.networks.bayesnet import _state_key
 
     if not hasattr(data, "columns"):
         array = np.asarray(data)
@@ -58,7 +58,7 @@ def _encode(
                 f"data column {column!r} has a missing value (row {row}); structure learning "
                 "needs complete data"
             )
-        keys = values.map(_state_key) if values.dtype != object else values.astype(str)
+        keys = values.map(state_key) if values.dtype != object else values.astype(str)
         if states is not None and str(column) in states:
             known = [str(s) for s in states[str(column)]]
         else:
@@ -67,7 +67,7 @@ def _encode(
                 uniques = sorted(uniques)
             except TypeError:
                 uniques = sorted(uniques, key=str)
-            known = [_state_key(u) for u in uniques]
+            known = [state_key(u) for u in uniques]
         lookup = pd.Index(known)
         positions = lookup.get_indexer(keys.to_numpy())
         if (positions < 0).any():
@@ -332,7 +332,8 @@ def learn_structure(
         equivalent_sample_size: BDeu's equivalent sample size.
         root: Chow-Liu root (default the first column).
         states: variable -> state names (default: the sorted values seen in the data).
-        fit_options: keyword arguments for `BayesianNetwork.fit` (default maximum likelihood).
+        fit_options: the fitted network's settings, `BayesianNetwork` constructor arguments
+            such as ``method``, ``prior`` (default maximum likelihood).
 
     Returns:
         A fitted `BayesianNetwork`; `structure_score_` is the final score and
@@ -341,8 +342,6 @@ def learn_structure(
     Raises:
         DataError: missing values, unknown variables in edge constraints, a bad method/score.
     """
-    from probgen.networks.bayesnet import BayesianNetwork
-
     check_choice(method, "method", ("hill_climb", "chow_liu"))
     check_choice(score, "score", ("bic", "bdeu", "k2"))
     tabu_length = check_positive_int(tabu_length, "tabu_length", minimum=0)
@@ -392,8 +391,10 @@ def learn_structure(
     parents = {
         v: [variables[p] for p in np.flatnonzero(adjacency[:, i])] for i, v in enumerate(variables)
     }
-    network = BayesianNetwork(parents=parents, states=labels, variables=variables)
-    network.fit(codes, **dict(fit_options or {}))
+    network = BayesianNetwork(
+        parents=parents, states=labels, variables=variables, **dict(fit_options or {})
+    )
+    network.fit(codes)
     network.structure_score_ = float(
         sum(scorer(i, np.flatnonzero(adjacency[:, i]).tolist()) for i in range(len(variables)))
     )

@@ -16,14 +16,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from probgen.core.atomic import atomic_write_bytes
 from probgen.core.errors import DataError, ModelFileError
 from probgen.samplers import diagnostics
 
@@ -150,8 +149,8 @@ class Samples(Mapping):
 
     # ---- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write to `path` (safetensors + JSON attributes) through a temporary file and rename."""
-        from safetensors.numpy import save_file
+        """Write to `path` (safetensors + JSON attributes) atomically (`probgen.core.atomic`)."""
+        from safetensors.numpy import save
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,17 +170,7 @@ class Samples(Mapping):
             "bool_stats": json.dumps(bool_stats),
             "order": json.dumps(list(self.draws)),
         }
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
-        os.close(handle)
-        try:
-            save_file(tensors, temporary, metadata=metadata)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        atomic_write_bytes(path, save(tensors, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | Path) -> Samples:

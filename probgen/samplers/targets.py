@@ -10,7 +10,7 @@ Accepted inputs:
   from the density's attributes; real support by default;
 - a plain function `log_density(x)` of a tensor (num_chains, *event_shape) -> (num_chains,),
   with `initial=` (a tensor giving the event shape) or `support=` and `event_shape=`;
-- a Pyro model callable with `model_args` / `model_kwargs` (wrapped as a `PyroDensity`).
+- a Pyro model callable with `model_args` / `model_kwargs` (wrapped as a `PyroPotential`).
 
 Example:
     >>> import torch
@@ -32,7 +32,7 @@ from pyro.distributions import constraints
 from torch.distributions import biject_to
 
 from probgen.core.errors import DataError
-from probgen.samplers.pyro_bridge import PyroDensity, _discrete_range
+from probgen.samplers.pyro_potential import PyroPotential, _discrete_range
 
 
 @dataclass
@@ -47,7 +47,7 @@ class FlatTarget:
         discrete_mask / cardinality / low: per-coordinate discrete description.
         blocks: index tensors of the Gibbs blocks (one per Pyro site, or all coordinates).
         source: the Density or model the target came from (for `gibbs_step`).
-        pyro_density: the `PyroDensity` when the target is a Pyro model.
+        pyro_density: the `PyroPotential` (or `PyroDensity`) when the target is a Pyro model.
     """
 
     dim: int
@@ -61,7 +61,7 @@ class FlatTarget:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     blocks: list[torch.Tensor] = field(default_factory=list)
     source: Any = None
-    pyro_density: PyroDensity | None = None
+    pyro_density: PyroPotential | None = None
     unconstrain_fn: Callable[[Any], torch.Tensor] | None = None
     name: str = "x"
 
@@ -137,7 +137,7 @@ def make_target(
     name: str | None = None,
 ) -> FlatTarget:
     """Build a `FlatTarget` from a Density, a log-density function or a Pyro model."""
-    if isinstance(target, PyroDensity):
+    if isinstance(target, PyroPotential):
         return _pyro_target(target, initial)
     is_density = hasattr(target, "log_prob") and hasattr(target, "event_shape")
     if is_density:
@@ -167,7 +167,7 @@ def make_target(
         )
     if callable(target):
         if model_args or model_kwargs or _looks_like_pyro_model(target):
-            return _pyro_target(PyroDensity(target, model_args, model_kwargs), initial)
+            return _pyro_target(PyroPotential(target, model_args, model_kwargs), initial)
         if initial is None and event_shape is None and support is None and cardinalities is None:
             raise DataError(
                 "a log-density function needs initial= (a starting tensor) or support= / "
@@ -213,7 +213,7 @@ def _looks_like_pyro_model(function: Callable[..., Any]) -> bool:
     return not required
 
 
-def _pyro_target(density: PyroDensity, initial: Any) -> FlatTarget:
+def _pyro_target(density: PyroPotential, initial: Any) -> FlatTarget:
     def constrain(z: torch.Tensor) -> dict[str, torch.Tensor]:
         values = density.constrain(z)
         values.update(density.deterministic(z))

@@ -33,7 +33,7 @@ def test_cd_and_pcd_increase_held_out_log_likelihood_on_nltcs(method):
     train, valid = _nltcs("train", 4000), _nltcs("valid", 1000)
     rbm = RBM(16, 10, method=method, learning_rate=0.05, n_epochs=4, batch_size=16, seed=0)
     rbm.fit(train, validation_data=valid)
-    history = rbm.history_["validation_log_likelihood"]
+    history = [record["validation_log_likelihood"] for record in rbm.history_]
     baseline = _independent_log_likelihood(train, valid)
     assert rbm.log_prob_kind is probgen.LogProbKind.EXACT
     assert history[-1] > history[0]
@@ -57,8 +57,10 @@ def test_parallel_tempering_momentum_decay_and_schedule_train_a_good_model():
         seed=1,
     )
     rbm.fit(train)
-    assert rbm.history_["learning_rate"] == pytest.approx([0.05, 0.0375, 0.025, 0.0125])
-    assert set(rbm.history_) >= {"reconstruction_error", "pseudo_log_likelihood", "log_likelihood"}
+    rates = [record["learning_rate"] for record in rbm.history_]
+    assert rates == pytest.approx([0.05, 0.0375, 0.025, 0.0125])
+    figures = {"reconstruction_error", "pseudo_log_likelihood", "log_likelihood"}
+    assert all(set(record) >= figures for record in rbm.history_)
     assert float(rbm.log_prob(valid).mean()) > _independent_log_likelihood(train, valid) + 0.3
 
 
@@ -68,7 +70,7 @@ def test_pcd_improves_pseudo_likelihood_on_digits_and_history_matches_the_method
     data = torch.tensor(load_digits().data[:640] > 7, dtype=torch.float32)
     rbm = RBM(64, 32, n_epochs=4, batch_size=16, seed=0, monitor=["pseudo_log_likelihood"])
     rbm.fit(data)
-    pseudo = rbm.history_["pseudo_log_likelihood"]
+    pseudo = [record["pseudo_log_likelihood"] for record in rbm.history_]
     assert pseudo[-1] > pseudo[0]
     assert float(rbm.pseudo_log_likelihood(data).mean()) == pytest.approx(pseudo[-1], abs=1e-4)
 
@@ -128,7 +130,13 @@ def test_fused_pcd1_update_matches_the_general_update_including_a_short_batch():
     for fused in (True, False):
         rbm = RBM(data.shape[1], 5, batch_size=32, seed=0).double()
         rbm._initialise(data, torch.Generator().manual_seed(0))
-        state = TrainingState(rbm, 32, torch.Generator().manual_seed(1))
+        state = TrainingState(
+            rbm.params(),
+            rbm.base_rates(),
+            rbm.training_settings(),
+            32,
+            torch.Generator().manual_seed(1),
+        )
         assert state.fused  # PCD-1, Bernoulli units, plain SGD
         state.fused = fused
         models.append(rbm)
@@ -164,7 +172,8 @@ def test_dbn_pretrains_greedily_samples_and_bounds_log_likelihood():
     train, valid = _nltcs("train", 3000), _nltcs("valid", 500)
     dbn = DBN([16, 12, 6], n_epochs=3, batch_size=16, seed=0).fit(train)
     assert [layer.fitted_ for layer in dbn.layers] == [True, True]
-    assert set(dbn.history_) == {"layer_0", "layer_1"}
+    assert [record["layer"] for record in dbn.history_] == [0, 0, 0, 1, 1, 1]
+    assert [record["epoch"] for record in dbn.history_] == [1, 2, 3, 1, 2, 3]
     draws = dbn.sample(50, seed=0)
     assert draws.shape == (50, 16) and set(draws.unique().tolist()) <= {0.0, 1.0}
     bound = dbn.log_prob(valid)
@@ -180,3 +189,57 @@ def test_dbn_pretrains_greedily_samples_and_bounds_log_likelihood():
 def _digits_like():
     generator = torch.Generator().manual_seed(3)
     return (torch.rand(256, 12, generator=generator) > 0.6).float()
+
+
+def _small_binary(rows=60, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.rand(rows, 6, generator=generator) > 0.5).float()
+
+
+def test_history_is_one_dict_per_epoch_and_old_shapes_convert_on_load(tmp_path):
+    data = _small_binary()
+    rbm = RBM(6, 3, n_epochs=2, seed=0, monitor=["reconstruction_error"]).fit(
+        data, validation_data=data[:10]
+    )
+    assert [record["epoch"] for record in rbm.history_] == [1, 2]
+    assert set(rbm.history_[0]) == {
+        "epoch",
+        "learning_rate",
+        "seconds",
+        "reconstruction_error",
+        "validation_reconstruction_error",
+    }
+    rbm.save(tmp_path / "rbm")
+    assert probgen.load(tmp_path / "rbm").history_ == rbm.history_
+    # A file written with the old dict of lists loads as the list of records.
+    state = rbm.get_fitted_state()
+    state["history_"] = {k: [r[k] for r in rbm.history_] for k in rbm.history_[0]}
+    shell = RBM(6, 3)
+    shell.set_fitted_state(state)
+    assert shell.history_ == rbm.history_
+
+
+def test_fit_settings_are_deprecated_aliases_that_still_apply():
+    data = _small_binary()
+    reference = RBM(6, 3, n_epochs=1, seed=5).fit(data)
+    rbm = RBM(6, 3, n_epochs=3, seed=0)
+    with pytest.warns(DeprecationWarning, match=r"RBM\.fit\(n_epochs=\.\.\.\).*RBM constructor"):
+        with pytest.warns(DeprecationWarning, match=r"RBM\.fit\(seed=\.\.\.\)"):
+            with pytest.warns(DeprecationWarning, match=r"RBM\.fit\(progress=\.\.\.\)"):
+                rbm.fit(data, n_epochs=1, seed=5, progress=False)
+    assert rbm.n_iter_ == 1 and len(rbm.history_) == 1
+    assert torch.equal(rbm.weights, reference.weights)
+    assert rbm.n_epochs == 3  # the override is for that call only
+
+    dbn = DBN([6, 4, 2], n_epochs=3, seed=0)
+    with pytest.warns(DeprecationWarning, match=r"DBN\.fit\(n_epochs=\.\.\.\).*DBN constructor"):
+        dbn.fit(data, n_epochs=1)
+    assert [record["layer"] for record in dbn.history_] == [0, 1]
+
+    from probgen.boltzmann import BoltzmannMachine
+
+    machine = BoltzmannMachine(4, n_epochs=5, seed=0)
+    with pytest.warns(DeprecationWarning, match=r"BoltzmannMachine\.fit\(n_epochs"):
+        machine.fit(data[:, :4], n_epochs=2)
+    assert machine.n_iter_ == 2 and [r["epoch"] for r in machine.history_] == [1, 2]
+    assert set(machine.history_[0]) == {"epoch", "learning_rate", "seconds", "log_likelihood"}

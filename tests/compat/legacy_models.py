@@ -47,8 +47,10 @@ def bayesian_network() -> tuple[Any, Any]:
     sprinkler = (rng.random(300) < np.where(rain == 1, 0.1, 0.5)).astype(int)
     wet = (rng.random(300) < 0.1 + 0.4 * rain + 0.4 * sprinkler).astype(int)
     data = pd.DataFrame({"rain": rain, "sprinkler": sprinkler, "wet": wet})
-    model = probgen.BayesianNetwork([("rain", "sprinkler"), ("rain", "wet"), ("sprinkler", "wet")])
-    return model.fit(data, method="bayes", prior="bdeu"), data
+    model = probgen.BayesianNetwork(
+        [("rain", "sprinkler"), ("rain", "wet"), ("sprinkler", "wet")], method="bayes", prior="bdeu"
+    )
+    return model.fit(data), data
 
 
 def markov_network() -> tuple[Any, Any]:
@@ -60,9 +62,9 @@ def markov_network() -> tuple[Any, Any]:
     c = np.where(rng.random(200) < 0.7, b, 1 - b)
     data = pd.DataFrame({"a": a, "b": b, "c": c})
     model = probgen.MarkovNetwork(
-        scopes=[("a", "b"), ("b", "c")], states={name: [0, 1] for name in "abc"}
+        scopes=[("a", "b"), ("b", "c")], states={name: [0, 1] for name in "abc"}, max_iter=30
     )
-    return model.fit(data, max_iter=30), data
+    return model.fit(data), data
 
 
 def rbm() -> tuple[Any, Any]:
@@ -92,33 +94,33 @@ def gaussian_mixture() -> tuple[Any, Any]:
 
 def vae() -> tuple[Any, Any]:
     data = (torch.rand(64, 8, generator=torch.Generator().manual_seed(12)) < 0.5).float()
-    model = probgen.VAE(8, latent_dim=2, hidden_dims=(16,), epochs=2, batch_size=16, seed=13)
+    model = probgen.VAE(8, latent_dim=2, hidden_dims=(16,), n_epochs=2, batch_size=16, seed=13)
     return model.fit(data), data
 
 
 def flow() -> tuple[Any, Any]:
     data = torch.randn(64, 2, generator=torch.Generator().manual_seed(14))
-    model = probgen.Flow(2, kind="realnvp", n_layers=2, hidden_dims=(8,), epochs=2,
+    model = probgen.Flow(2, kind="realnvp", n_layers=2, hidden_dims=(8,), n_epochs=2,
                          batch_size=16, seed=15)
     return model.fit(data), data
 
 
 def made() -> tuple[Any, Any]:
     data = (torch.rand(64, 6, generator=torch.Generator().manual_seed(16)) < 0.5).float()
-    model = probgen.MADE(6, hidden_dims=(12,), epochs=2, batch_size=16, seed=17)
+    model = probgen.MADE(6, hidden_dims=(12,), n_epochs=2, batch_size=16, seed=17)
     return model.fit(data), data
 
 
 def pixelcnn() -> tuple[Any, Any]:
     data = (torch.rand(16, 5, 5, generator=torch.Generator().manual_seed(18)) < 0.5).long()
-    model = probgen.PixelCNN((5, 5), n_filters=8, n_layers=2, epochs=1, batch_size=8, seed=19)
+    model = probgen.PixelCNN((5, 5), n_filters=8, n_layers=2, n_epochs=1, batch_size=8, seed=19)
     return model.fit(data), data
 
 
 def sequence_model() -> tuple[Any, Any]:
     text = "the quick brown fox jumps over the lazy dog " * 6
     model = probgen.SequenceModel(sorted(set(text)), arch="lstm", embedding_dim=8, hidden_dim=8,
-                                  n_layers=1, epochs=1, batch_size=8, seed=20)
+                                  n_layers=1, n_epochs=1, batch_size=8, seed=20)
     return model.fit(text, seq_length=16), text
 
 

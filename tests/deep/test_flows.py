@@ -32,7 +32,7 @@ def _random_flow(kind: str, context_dim=None, batch_norm=False, **options) -> Fl
     generator = torch.Generator().manual_seed(1)
     data = torch.rand(64, 3, generator=generator) * 0.8 + 0.1
     context = torch.randn(64, context_dim, generator=generator) if context_dim else None
-    flow.fit(data, context, epochs=1, batch_size=32)
+    flow.fit(data, context, n_epochs=1, batch_size=32)
     flow = flow.double()
     with torch.no_grad():
         for parameter in flow.parameters():
@@ -156,7 +156,7 @@ def test_seeded_fit_matches_the_per_parameter_adam_loop_bit_for_bit():
     for foreach in (False, None):
         flow = Flow(2, kind="maf", n_layers=2, hidden_dims=(8,), seed=0)
         options = {} if foreach is None else {"optimizer": _adam(foreach)}
-        flow.fit(x, epochs=2, batch_size=64, lr=1e-2, **options)
+        flow.fit(x, n_epochs=2, batch_size=64, learning_rate=1e-2, **options)
         fitted.append(flow.state_dict())
     assert all(torch.equal(fitted[0][name], fitted[1][name]) for name in fitted[0])
 
@@ -168,7 +168,7 @@ def _adam(foreach: bool):
 @pytest.mark.parametrize("kind", ["realnvp", "maf", "nsf"])
 def test_two_dimensional_flow_integrates_to_one(kind):
     flow = Flow(2, kind=kind, n_layers=2, hidden_dims=(8,), bound=3.0, seed=0)
-    flow.fit(flow_gaussians.data("train", n=256), epochs=2)
+    flow.fit(flow_gaussians.data("train", n=256), n_epochs=2)
     axis = torch.linspace(-9, 9, 401)
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
     total = flow.log_prob(grid).double().exp().sum() * (axis[1] - axis[0]) ** 2
@@ -182,7 +182,7 @@ def _ring_gap(flow: Flow, test: torch.Tensor) -> float:
 def test_flow_on_the_ring_gets_within_a_tenth_of_a_nat_of_the_true_density():
     train = flow_gaussians.data("train", n=5000)
     test = flow_gaussians.data("test", n=2000)
-    flow = flow_gaussians.build(hidden_dims=(32, 32), epochs=15, lr=3e-3)
+    flow = flow_gaussians.build(hidden_dims=(32, 32), n_epochs=15, learning_rate=3e-3)
     flow.fit(train, lr_schedule="cosine")
     assert 0.0 < _ring_gap(flow, test) < 0.1
     coverage = mode_coverage(
@@ -222,7 +222,7 @@ def test_dequantised_bound_lies_below_the_exact_cell_masses():
         seed=0,
         log_prob_samples=64,
     )
-    flow.fit(codes, epochs=10, batch_size=64, lr=1e-2)
+    flow.fit(codes, n_epochs=10, batch_size=64, learning_rate=1e-2)
     assert flow.log_prob_kind is LogProbKind.LOWER_BOUND
     # Exact mass of each cell [a, a+1) x [b, b+1): midpoint rule on the dequantised density.
     offsets = (torch.arange(40, dtype=torch.float64) + 0.5) / 40
@@ -249,7 +249,7 @@ def test_conditional_flow_uses_its_context():
     context = torch.randn(512, 1, generator=generator)
     x = torch.cat([context, -context], -1) + 0.1 * torch.randn(512, 2, generator=generator)
     flow = Flow(2, kind="maf", n_layers=2, hidden_dims=(16,), context_dim=1, seed=0)
-    flow.fit(x, context, epochs=15, batch_size=64, lr=1e-2)
+    flow.fit(x, context, n_epochs=15, batch_size=64, learning_rate=1e-2)
     right = flow.log_prob(x[:100], context[:100]).mean()
     wrong = flow.log_prob(x[:100], -context[:100]).mean()
     assert right > wrong + 1.0
@@ -260,7 +260,7 @@ def test_conditional_flow_uses_its_context():
 def test_save_and_load_keep_log_prob_and_samples(tmp_path):
     flow = Flow(3, kind="maf", n_layers=2, hidden_dims=(8,), batch_norm=True, seed=0)
     x = torch.randn(128, 3, generator=torch.Generator().manual_seed(0))
-    flow.fit(x, epochs=2)
+    flow.fit(x, n_epochs=2)
     flow.save(tmp_path / "flow.probgen")
     restored = probgen.load(tmp_path / "flow.probgen")
     assert torch.equal(restored.log_prob(x[:5]), flow.log_prob(x[:5]))
@@ -270,7 +270,7 @@ def test_save_and_load_keep_log_prob_and_samples(tmp_path):
 def test_bad_input_raises_clear_errors():
     with pytest.raises(NotFittedError):
         Flow(2).log_prob(torch.zeros(1, 2))
-    flow = Flow(2, n_layers=1, hidden_dims=(4,), seed=0).fit(torch.randn(32, 2), epochs=1)
+    flow = Flow(2, n_layers=1, hidden_dims=(4,), seed=0).fit(torch.randn(32, 2), n_epochs=1)
     with pytest.raises(DataError, match="event shape"):
         flow.log_prob(torch.zeros(3, 5))
     with pytest.raises(DataError, match="NaN"):
@@ -298,7 +298,7 @@ def test_bad_input_raises_clear_errors():
 @pytest.mark.gpu
 def test_flow_runs_on_cuda():
     flow = Flow(2, kind="maf", n_layers=2, hidden_dims=(8,), seed=0).to("cuda")
-    flow.fit(torch.randn(64, 2), epochs=1)
+    flow.fit(torch.randn(64, 2), n_epochs=1)
     assert flow.log_prob(torch.randn(4, 2)).device.type == "cuda"
     assert flow.sample(3, seed=0).device.type == "cuda"
 

@@ -111,7 +111,7 @@ def test_fit_recovers_a_known_distribution():
     generator = torch.Generator().manual_seed(1)
     data = support[torch.multinomial(probability, 3000, True, generator=generator)]
     made = MADE(4, [32], n_masks=1).double()
-    made.fit(data, epochs=25, batch_size=200, lr=1e-2, seed=0)
+    made.fit(data, n_epochs=25, batch_size=200, learning_rate=1e-2, seed=0)
     model_probability = made.log_prob(support).exp()
     kl = (probability * (probability.log() - model_probability.log())).sum().item()
     assert kl < 0.02
@@ -123,7 +123,7 @@ def test_order_agnostic_fit_records_validation_and_keeps_normalisation():
     generator = torch.Generator().manual_seed(2)
     data = support[torch.multinomial(probability, 1000, True, generator=generator)]
     made = MADE(4, [32], n_masks=4).double()
-    made.fit(data[:800], validation_data=data[800:], epochs=8, lr=5e-3, seed=0)
+    made.fit(data[:800], validation_data=data[800:], n_epochs=8, learning_rate=5e-3, seed=0)
     assert all(record["val_log_prob"] is not None for record in made.history_)
     assert made.history_[-1]["val_log_prob"] > made.history_[0]["val_log_prob"]
     assert abs(torch.logsumexp(made.log_prob(support), 0).item()) < 1e-10
@@ -133,7 +133,7 @@ def test_contract_suite():
     support, probability = _chain_distribution()
     generator = torch.Generator().manual_seed(3)
     data = support[torch.multinomial(probability, 500, True, generator=generator)].float()
-    report = check_density(MADE(4, [16], n_masks=2), data, fit_options={"epochs": 3, "seed": 0})
+    report = check_density(MADE(4, [16], n_masks=2), data, fit_options={"n_epochs": 3, "seed": 0})
     assert abs(report["log_total_probability"]) < 1e-4
 
 
@@ -203,14 +203,14 @@ def test_resume_from_checkpoint_continues_the_mask_cycle(tmp_path):
     support, probability = _chain_distribution()
     generator = torch.Generator().manual_seed(4)
     data = support[torch.multinomial(probability, 300, True, generator=generator)]
-    settings = {"batch_size": 50, "lr": 1e-2, "seed": 0}
+    settings = {"batch_size": 50, "learning_rate": 1e-2, "seed": 0}
 
     def fresh() -> MADE:
         torch.manual_seed(5)
         return MADE(4, [16], n_masks=3).double()
 
-    straight = fresh().fit(data, epochs=4, **settings)
-    fresh().fit(data, epochs=2, checkpoint_dir=tmp_path, **settings)
-    resumed = fresh().fit(data, epochs=4, checkpoint_dir=tmp_path, resume=True, **settings)
+    straight = fresh().fit(data, n_epochs=4, **settings)
+    fresh().fit(data, n_epochs=2, checkpoint_dir=tmp_path, **settings)
+    resumed = fresh().fit(data, n_epochs=4, checkpoint_dir=tmp_path, resume=True, **settings)
     assert int(resumed.mask_step) == int(straight.mask_step) == 4 * 6
     torch.testing.assert_close(resumed.log_prob(support), straight.log_prob(support))

@@ -78,7 +78,7 @@ def test_fit_recovers_a_known_distribution_of_tiny_images():
     index = torch.multinomial(probability, 2000, True, generator=generator)
     images = support[index].reshape(-1, 2, 2)
     model = PixelCNN((2, 2), n_filters=16, n_layers=2, first_kernel_size=3).double()
-    model.fit(images, epochs=30, batch_size=200, lr=2e-2, seed=0)
+    model.fit(images, n_epochs=30, batch_size=200, learning_rate=2e-2, seed=0)
     fitted = model.log_prob(support.reshape(-1, 2, 2)).exp()
     kl = (probability * (probability.log() - fitted.log())).sum().item()
     assert kl < 0.03
@@ -97,7 +97,7 @@ def test_contract_suite():
     generator = torch.Generator().manual_seed(0)
     images = (torch.rand(120, 3, 3, generator=generator) < 0.3).long()
     model = PixelCNN((3, 3), n_filters=8, n_layers=2, first_kernel_size=3)
-    report = check_density(model, images, fit_options={"epochs": 2, "seed": 0})
+    report = check_density(model, images, fit_options={"n_epochs": 2, "seed": 0})
     assert abs(report["log_total_probability"]) < 1e-4
 
 

@@ -112,7 +112,7 @@ def test_temperature_top_k_and_top_p():
 def test_fit_learns_a_deterministic_pattern_and_bits_per_character():
     text = "abcab" * 60
     model = SequenceModel("abc", arch="lstm", embedding_dim=8, hidden_dim=32, n_layers=1)
-    model.fit(text, seq_length=20, epochs=40, batch_size=5, lr=1e-2, seed=0)
+    model.fit(text, seq_length=20, n_epochs=40, batch_size=5, learning_rate=1e-2, seed=0)
     assert model.bits_per_character("abcababcab") < 0.5
     assert model.sample_text(1, length=7, prompt="abcab", seed=0, top_k=1)[0] == "abcababcabab"
     assert model.history_[-1]["train_loss"] < model.history_[0]["train_loss"]
@@ -159,7 +159,7 @@ def test_contract_suite_for_each_architecture():
     for arch in ARCHITECTURES:
         model = SequenceModel("abc", arch=arch, embedding_dim=8, hidden_dim=16, n_layers=1)
         report = check_density(
-            model, texts, fit_options={"epochs": 2, "seed": 0}, sample_options={"length": 3}
+            model, texts, fit_options={"n_epochs": 2, "seed": 0}, sample_options={"length": 3}
         )
         assert abs(report["log_total_probability"]) < 1e-4
 
@@ -192,7 +192,7 @@ def test_bad_input_is_refused_with_clear_errors():
     with pytest.raises(DataError, match="too many"):
         SequenceModel("abcdefghij").enumerate_support(6)
     with pytest.raises(DataError, match="data has symbol"):
-        model.fit("abq", epochs=1)
+        model.fit("abq", n_epochs=1)
 
 
 @pytest.mark.gpu

@@ -15,7 +15,7 @@ import probgen
 from probgen.core.contract import LogProbKind
 from probgen.core.errors import DataError, NotFittedError
 from probgen.deep.vae import VAE
-from probgen.fitting.training import fit_model
+from probgen.fitting import fit_model
 
 
 def _binary(n: int = 128, width: int = 4, seed: int = 0) -> torch.Tensor:
@@ -29,7 +29,10 @@ def _binary(n: int = 128, width: int = 4, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def tiny_vae() -> VAE:
-    vae = VAE((4,), latent_dim=1, hidden_dims=(16,), seed=0, epochs=30, batch_size=32, lr=1e-2)
+    vae = VAE(
+        (4,), latent_dim=1, hidden_dims=(16,), seed=0, n_epochs=30, batch_size=32,
+        learning_rate=1e-2,
+    )
     return vae.fit(_binary()).double()
 
 
@@ -85,7 +88,7 @@ def test_log_prob_kind_is_honest_and_switchable(tiny_vae, tmp_path):
 def test_training_improves_the_elbo_and_keeps_pyro_param_store_empty():
     pyro.clear_param_store()
     x = _binary(256)
-    vae = VAE((4,), 2, hidden_dims=(16,), seed=0, epochs=15, batch_size=32, lr=1e-2)
+    vae = VAE((4,), 2, hidden_dims=(16,), seed=0, n_epochs=15, batch_size=32, learning_rate=1e-2)
     vae.fit(x, validation_data=_binary(64, seed=1))
     assert vae.history_[-1]["train_loss"] < vae.history_[0]["train_loss"] - 0.3
     assert vae.history_[-1]["val_log_prob"] > vae.history_[0]["val_log_prob"]
@@ -99,9 +102,9 @@ def test_other_objectives_train(objective):
         2,
         hidden_dims=(16,),
         seed=0,
-        epochs=4,
+        n_epochs=4,
         batch_size=32,
-        lr=1e-2,
+        learning_rate=1e-2,
         objective=objective,
         n_particles=5,
     )
@@ -151,17 +154,17 @@ def test_fit_follows_pyros_trace_elbo_bit_for_bit():
         )
         pyro_loss = _pyro_differentiable_loss(elbo)
         ours = VAE((4,), 2, hidden_dims=(8,), seed=1, n_particles=n_particles).fit(
-            x, epochs=3, batch_size=32
+            x, n_epochs=3, batch_size=32
         )
         reference = VAE((4,), 2, hidden_dims=(8,), seed=1, n_particles=n_particles)
-        fit_model(reference, (x,), loss=pyro_loss, epochs=3, batch_size=32, seed=1)
+        fit_model(reference, (x,), loss=pyro_loss, n_epochs=3, batch_size=32, seed=1)
         for a, b in zip(ours.parameters(), reference.parameters()):
             assert torch.equal(a, b)
 
 
 def test_same_seed_same_fit():
-    first = VAE((4,), 2, hidden_dims=(8,), seed=3, epochs=2).fit(_binary())
-    second = VAE((4,), 2, hidden_dims=(8,), seed=3, epochs=2).fit(_binary())
+    first = VAE((4,), 2, hidden_dims=(8,), seed=3, n_epochs=2).fit(_binary())
+    second = VAE((4,), 2, hidden_dims=(8,), seed=3, n_epochs=2).fit(_binary())
     for a, b in zip(first.parameters(), second.parameters()):
         assert torch.equal(a, b)
 
@@ -183,7 +186,10 @@ def test_encode_decode_reconstruct_sample_shapes(tiny_vae):
 def test_conditional_vae_uses_labels():
     x = _binary(256)
     labels = (x[:, 0] == 1).long()  # the prototype identity
-    vae = VAE((4,), 1, hidden_dims=(16,), n_classes=2, seed=0, epochs=20, batch_size=32, lr=1e-2)
+    vae = VAE(
+        (4,), 1, hidden_dims=(16,), n_classes=2, seed=0, n_epochs=20, batch_size=32,
+        learning_rate=1e-2,
+    )
     vae.fit(x, labels)
     draws = vae.sample(400, seed=0, labels=1)
     # Label 1 is prototype [1, 1, 0, 0]: its first pixel is mostly on.
@@ -210,7 +216,7 @@ def test_conv_gaussian_vae_on_images():
         encoder="conv",
         hidden_dims=(32,),
         seed=0,
-        epochs=3,
+        n_epochs=3,
         batch_size=16,
     )
     vae.fit(images)
@@ -231,7 +237,7 @@ def test_categorical_vae_with_conv_decoder():
         encoder="conv",
         hidden_dims=(16,),
         seed=0,
-        epochs=2,
+        n_epochs=2,
         batch_size=32,
     )
     vae.fit(codes)
@@ -266,7 +272,7 @@ def test_bad_input_raises_clear_errors(tiny_vae):
 
 @pytest.mark.gpu
 def test_vae_runs_on_cuda():
-    vae = VAE((4,), 2, hidden_dims=(8,), seed=0, epochs=2).to("cuda")
+    vae = VAE((4,), 2, hidden_dims=(8,), seed=0, n_epochs=2).to("cuda")
     vae.fit(_binary())
     assert vae.log_prob(_binary(4)).device.type == "cuda"
     assert vae.sample(3, seed=0).device.type == "cuda"

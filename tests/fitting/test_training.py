@@ -36,7 +36,9 @@ def _net(seed: int = 1) -> nn.Module:
 
 def test_fit_reduces_loss_and_records_history():
     net = _net()
-    history = fit_model(net, _data(), loss=_noisy_loss, epochs=30, batch_size=16, lr=1e-2, seed=0)
+    history = fit_model(
+        net, _data(), loss=_noisy_loss, n_epochs=30, batch_size=16, learning_rate=1e-2, seed=0
+    )
     assert [h["epoch"] for h in history] == list(range(1, 31))
     assert history[-1]["train_loss"] < 0.2 * history[0]["train_loss"]
     assert set(history[0]) == {"epoch", "train_loss", "val_log_prob", "lr", "seconds", "steps"}
@@ -46,14 +48,14 @@ def test_fit_reduces_loss_and_records_history():
 def test_same_seed_same_result_and_caller_rng_untouched():
     first, second = _net(), _net()
     before = torch.random.get_rng_state()
-    fit_model(first, _data(), loss=_noisy_loss, epochs=3, batch_size=16, seed=5)
+    fit_model(first, _data(), loss=_noisy_loss, n_epochs=3, batch_size=16, seed=5)
     # The loss draws from the global generator, but only inside the fit's forked state.
     assert torch.equal(before, torch.random.get_rng_state())
-    fit_model(second, _data(), loss=_noisy_loss, epochs=3, batch_size=16, seed=5)
+    fit_model(second, _data(), loss=_noisy_loss, n_epochs=3, batch_size=16, seed=5)
     for a, b in zip(first.parameters(), second.parameters()):
         assert torch.equal(a, b)
     third = _net()
-    fit_model(third, _data(), loss=_noisy_loss, epochs=3, batch_size=16, seed=6)
+    fit_model(third, _data(), loss=_noisy_loss, n_epochs=3, batch_size=16, seed=6)
     assert not torch.equal(first[0].weight, third[0].weight)
 
 
@@ -69,7 +71,7 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tmp_path, schedu
     options = dict(
         loss=_noisy_loss,
         batch_size=16,
-        lr=1e-2,
+        learning_rate=1e-2,
         seed=3,
         lr_schedule=schedule,
         validation_data=validation,
@@ -77,14 +79,14 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tmp_path, schedu
         early_stopping_patience=50,
     )
     straight = _net()
-    straight_history = fit_model(straight, data, epochs=6, **options)
+    straight_history = fit_model(straight, data, n_epochs=6, **options)
 
     interrupted = _net()
-    fit_model(interrupted, data, epochs=6, max_steps=6 * 3, checkpoint_dir=tmp_path, **options)
+    fit_model(interrupted, data, n_epochs=6, max_steps=6 * 3, checkpoint_dir=tmp_path, **options)
     assert load_checkpoint(tmp_path)[1]["epoch"] == 3
     resumed = _net(seed=99)  # different starting weights: the checkpoint must overwrite them
     resumed_history = fit_model(
-        resumed, data, epochs=6, checkpoint_dir=tmp_path, resume=True, **options
+        resumed, data, n_epochs=6, checkpoint_dir=tmp_path, resume=True, **options
     )
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
@@ -93,7 +95,7 @@ def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tmp_path, schedu
 
 
 def test_checkpoint_is_safetensors_without_pickle(tmp_path):
-    fit_model(_net(), _data(), loss=_noisy_loss, epochs=2, checkpoint_dir=tmp_path, seed=0)
+    fit_model(_net(), _data(), loss=_noisy_loss, n_epochs=2, checkpoint_dir=tmp_path, seed=0)
     path = tmp_path / CHECKPOINT_NAME
     raw = path.read_bytes()
     assert b"\x80\x04" not in raw[:16]  # no pickle protocol header
@@ -104,7 +106,7 @@ def test_checkpoint_is_safetensors_without_pickle(tmp_path):
 
 
 def test_checkpoint_for_another_model_class_is_refused(tmp_path):
-    fit_model(_net(), _data(), loss=_noisy_loss, epochs=1, checkpoint_dir=tmp_path, seed=0)
+    fit_model(_net(), _data(), loss=_noisy_loss, n_epochs=1, checkpoint_dir=tmp_path, seed=0)
 
     class Other(nn.Module):
         def __init__(self):
@@ -116,7 +118,7 @@ def test_checkpoint_for_another_model_class_is_refused(tmp_path):
 
     with pytest.raises(FitError, match="checkpoint"):
         fit_model(
-            Other(), _data(), loss=_noisy_loss, epochs=2, checkpoint_dir=tmp_path, resume=True
+            Other(), _data(), loss=_noisy_loss, n_epochs=2, checkpoint_dir=tmp_path, resume=True
         )
 
 
@@ -132,7 +134,7 @@ def test_nan_loss_raises_and_keeps_last_good_parameters():
         return value
 
     with pytest.raises(FitError, match="NaN|nan"):
-        fit_model(net, _data(), loss=loss, epochs=3, batch_size=16, seed=0)
+        fit_model(net, _data(), loss=loss, n_epochs=3, batch_size=16, seed=0)
     # The parameters are those the fifth (non-finite) loss was computed from: the result of
     # the fourth, last good, update.
     for kept, good in zip(net.parameters(), snapshots[4]):
@@ -150,7 +152,7 @@ def test_nan_gradient_restores_the_parameters_of_the_epoch_start():
         return torch.sqrt(model.weight.pow(2) - model.weight.pow(2)).sum()
 
     with pytest.raises(FitError, match="parameters"):
-        fit_model(holder, torch.zeros(8, 1), loss=loss, epochs=2, batch_size=4, seed=0)
+        fit_model(holder, torch.zeros(8, 1), loss=loss, n_epochs=2, batch_size=4, seed=0)
     assert torch.equal(holder.weight.detach(), torch.tensor([1.0]))
 
 
@@ -173,9 +175,9 @@ def test_early_stopping_restores_the_best_parameters():
         validation_data=validation,
         validation_log_prob=val_log_prob,
         early_stopping_patience=2,
-        epochs=200,
+        n_epochs=200,
         batch_size=64,
-        lr=0.05,
+        learning_rate=0.05,
         optimizer="sgd",
         seed=0,
     )
@@ -195,7 +197,7 @@ def test_dataloader_and_collate_are_accepted():
         calls.append(len(batch[0]))
         return tuple(batch)
 
-    history = fit_model(_net(), loader, loss=_noisy_loss, epochs=2, collate=collate, seed=0)
+    history = fit_model(_net(), loader, loss=_noisy_loss, n_epochs=2, collate=collate, seed=0)
     assert len(history) == 2 and calls[:3] == [32, 32, 32]
 
 
@@ -207,14 +209,14 @@ def test_dataloader_and_collate_are_accepted():
         (dict(data=[[1.0, 2.0]]), "tensor"),
         (dict(optimizer="lbfgs"), "optimizer"),
         (dict(lr_schedule="warmup"), "lr_schedule"),
-        (dict(epochs=0), "epochs"),
-        (dict(lr=-1.0), "lr"),
+        (dict(n_epochs=0), "n_epochs"),
+        (dict(learning_rate=-1.0), "learning_rate"),
         (dict(resume=True), "checkpoint_dir"),
         (dict(early_stopping_patience=2), "validation_data"),
     ],
 )
 def test_bad_settings_raise_data_error(kwargs, message):
-    options = dict(data=_data(), loss=_noisy_loss, epochs=1)
+    options = dict(data=_data(), loss=_noisy_loss, n_epochs=1)
     options.update(kwargs)
     data = options.pop("data")
     with pytest.raises(DataError, match=message):
@@ -376,12 +378,12 @@ def test_vae_fit_resumes_to_the_same_parameters(tmp_path):
     from probgen.deep.vae import VAE
 
     x = torch.bernoulli(torch.full((64, 6), 0.4), generator=torch.Generator().manual_seed(0))
-    straight = VAE((6,), 2, hidden_dims=(8,), seed=0).fit(x, epochs=4, batch_size=16)
+    straight = VAE((6,), 2, hidden_dims=(8,), seed=0).fit(x, n_epochs=4, batch_size=16)
     VAE((6,), 2, hidden_dims=(8,), seed=0).fit(
-        x, epochs=4, batch_size=16, max_steps=8, checkpoint_dir=tmp_path
+        x, n_epochs=4, batch_size=16, max_steps=8, checkpoint_dir=tmp_path
     )
     resumed = VAE((6,), 2, hidden_dims=(8,), seed=0).fit(
-        x, epochs=4, batch_size=16, checkpoint_dir=tmp_path, resume=True
+        x, n_epochs=4, batch_size=16, checkpoint_dir=tmp_path, resume=True
     )
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)

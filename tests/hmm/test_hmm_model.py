@@ -65,6 +65,7 @@ def test_categorical_refit_recovers_casino_parameters():
     )
     assert model.converged_
     assert model.n_iter_ == len(model.history_)
+    assert [r["iteration"] for r in model.history_] == list(range(1, model.n_iter_ + 1))
 
 
 @pytest.mark.parametrize("covariance", ["diag", "full"])
@@ -122,7 +123,7 @@ def test_em_never_decreases_the_penalised_log_likelihood(options):
         warnings.simplefilter("error", LikelihoodDecreaseWarning)
         warnings.simplefilter("ignore", probgen.ConvergenceWarning)
         model.fit(data)
-    history = np.array(model.history_)
+    history = np.array([record["log_likelihood"] for record in model.history_])
     assert np.all(np.diff(history) > -1e-6 * np.abs(history[:-1]))
     assert np.isfinite(history).all()
 
@@ -149,7 +150,8 @@ def test_restarts_keep_the_best_and_seed_makes_fits_reproducible():
         single = [HMM(2, n_symbols=6, seed=s, max_iter=40).double().fit(rolls) for s in range(3)]
         multi = HMM(2, n_symbols=6, seed=0, n_init=3, max_iter=40).double().fit(rolls)
         again = HMM(2, n_symbols=6, seed=0, n_init=3, max_iter=40).double().fit(rolls)
-    assert multi.history_[-1] >= max(m.history_[-1] for m in single[:1]) - 1e-9
+    best = max(m.history_[-1]["log_likelihood"] for m in single[:1])
+    assert multi.history_[-1]["log_likelihood"] >= best - 1e-9
     torch.testing.assert_close(multi.emission_probs, again.emission_probs)
 
 
@@ -194,7 +196,7 @@ def test_custom_torch_distribution_is_fitted_by_gradient():
         model.fit(data[..., 0])
     fitted = model.emission_distribution()
     np.testing.assert_allclose(sorted(fitted.mean.tolist()), [-2.0, 2.0], atol=0.15)
-    assert model.history_[-1] > model.history_[0]
+    assert model.history_[-1]["log_likelihood"] > model.history_[0]["log_likelihood"]
     # The same data under the generating parameters is at most slightly more likely.
     assert model.score(data[..., 0]) > truth.score(data) - 5.0
 
@@ -475,7 +477,7 @@ def test_state_major_e_step_matches_the_generic_route(options):
 
 
 def test_prepared_emission_inputs_follow_a_new_centre():
-    from probgen.hmm.model import _Batch
+    from probgen.hmm.sequences import _Batch
 
     model = gaussian_truth()
     sequences = model.sample(4, length=20, seed=31)
@@ -527,3 +529,33 @@ def test_gaussian_scaled_probs_agree_in_every_buffer_storage(missing):
         torch.testing.assert_close(offsets, expected_offsets)
         if out is not None:
             assert probs.data_ptr() == out.data_ptr()
+
+
+def test_fit_seed_is_a_deprecated_alias_that_still_overrides_the_constructor():
+    rolls = casino().sample(6, length=40, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", probgen.ConvergenceWarning)
+        reference = HMM(2, n_symbols=6, seed=5, max_iter=5).double().fit(rolls)
+        model = HMM(2, n_symbols=6, seed=0, max_iter=5).double()
+        with pytest.warns(DeprecationWarning, match=r"HMM\(\.\.\., seed=\.\.\.\)"):
+            model.fit(rolls, seed=5)
+    assert model.seed == 0  # the override applies to this fit only
+    torch.testing.assert_close(model.emission_probs, reference.emission_probs, rtol=0, atol=0)
+    assert model.history_ == reference.history_
+
+
+def test_fit_progress_is_a_deprecated_alias_that_still_overrides_the_constructor(monkeypatch):
+    import probgen.hmm.fit as hmm_fit
+
+    shown: list[bool] = []
+    monkeypatch.setattr(hmm_fit, "_progress_bar", lambda show, total: shown.append(show))
+    rolls = casino().sample(4, length=30, seed=3)
+    model = HMM(2, n_symbols=6, seed=0, max_iter=3, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", probgen.ConvergenceWarning)
+        with pytest.warns(DeprecationWarning, match=r"HMM\(\.\.\., progress=\.\.\.\)"):
+            model.fit(rolls, progress=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            model.fit(rolls, warm_start=True)  # warm_start is a real fit option: no warning
+    assert shown == [True, False]

@@ -72,7 +72,9 @@ def test_em_matches_sklearn_from_the_same_start(covariance):
         theirs.fit(x)
     assert ours.n_iter_ == theirs.n_iter_
     assert ours.converged_ == theirs.converged_
-    assert ours.history_[-1] == pytest.approx(theirs.lower_bound_, abs=1e-9)
+    assert ours.history_[-1]["mean_log_likelihood"] == pytest.approx(
+        theirs.lower_bound_, abs=1e-9
+    )
     assert ours.score(x) == pytest.approx(theirs.score(x), abs=1e-6)
     np.testing.assert_allclose(ours.weights.numpy(), theirs.weights_, atol=1e-6)
     np.testing.assert_allclose(ours.means.numpy(), theirs.means_, atol=1e-6)
@@ -112,7 +114,9 @@ def test_em_matches_sklearn_on_blocks_of_rows_far_from_the_origin(covariance):
         ours.fit(x, warm_start=True)
         theirs.fit(x)
     assert ours.n_iter_ == theirs.n_iter_ == 15
-    assert ours.history_[-1] == pytest.approx(theirs.lower_bound_, abs=1e-9)
+    assert ours.history_[-1]["mean_log_likelihood"] == pytest.approx(
+        theirs.lower_bound_, abs=1e-9
+    )
     np.testing.assert_allclose(ours.weights.numpy(), theirs.weights_, atol=1e-8)
     np.testing.assert_allclose(ours.means.numpy(), theirs.means_, atol=1e-7)
     np.testing.assert_allclose(ours.covariances.numpy(), theirs.covariances_, rtol=1e-7)
@@ -141,7 +145,7 @@ def test_em_log_densities_match_the_reference_density(covariance):
 
 
 def test_draw_categorical_matches_sample_categorical():
-    from probgen.mixture.inference import draw_categorical
+    from probgen.mixture.conjugate import draw_categorical
     from probgen.samplers.gibbs import sample_categorical
 
     logits = torch.randn(8, 500, 3, generator=torch.Generator().manual_seed(1)) * 3
@@ -185,7 +189,8 @@ def test_fit_recovers_well_separated_components():
     torch.testing.assert_close(model.means[order], truth.means, atol=0.1, rtol=0)
     torch.testing.assert_close(model.covariances[order], truth.covariances, atol=0.12, rtol=0)
     # EM's average log-likelihood never decreases.
-    assert all(b >= a - 1e-12 for a, b in zip(model.history_, model.history_[1:]))
+    values = [record["mean_log_likelihood"] for record in model.history_]
+    assert all(b >= a - 1e-12 for a, b in zip(values, values[1:]))
 
 
 def test_samples_follow_the_mixture():
@@ -545,7 +550,7 @@ def test_gibbs_one_component_full_matches_normal_inverse_wishart():
 
 
 def test_inverse_wishart_draws_follow_the_distribution():
-    from probgen.mixture.inference import draw_inverse_wishart
+    from probgen.mixture.conjugate import draw_inverse_wishart
 
     scale = torch.tensor([[2.0, 0.5, -0.3], [0.5, 1.0, 0.2], [-0.3, 0.2, 0.7]], dtype=torch.float64)
     df = torch.tensor(9.0, dtype=torch.float64)
@@ -574,7 +579,7 @@ def test_inverse_wishart_draws_follow_the_distribution():
 
 
 def test_inverse_wishart_log_prob_matches_scipy():
-    from probgen.mixture.inference import draw_inverse_wishart, inverse_wishart_log_prob
+    from probgen.mixture.conjugate import draw_inverse_wishart, inverse_wishart_log_prob
 
     scale = torch.tensor([[1.5, 0.4], [0.4, 0.9]], dtype=torch.float64)
     df = torch.tensor(4.5, dtype=torch.float64)
@@ -668,7 +673,7 @@ def test_gibbs_full_two_separated_components_match_conjugate_posterior_given_lab
 
 
 def test_sort_state_permutes_full_covariances_with_their_means():
-    from probgen.mixture.inference import sort_state
+    from probgen.mixture.conjugate import sort_state
 
     means = torch.tensor([[[3.0, 0.0], [1.0, 0.0], [2.0, 0.0]]])
     covariances = torch.arange(1.0, 4.0).reshape(1, 3, 1, 1) * torch.eye(2)
@@ -732,3 +737,27 @@ def test_cuda_fit_and_gibbs_match_cpu():
         progress=False,
     )
     assert np.isfinite(draws["means"]).all()
+
+
+def test_fit_seed_is_a_deprecated_alias_that_still_applies():
+    x = three_blobs(120)
+    reference = GaussianMixture(3, init="random", seed=7).double().fit(x)
+    model = GaussianMixture(3, init="random", seed=0).double()
+    with pytest.warns(DeprecationWarning, match=r"GaussianMixture\.fit\(seed=.*constructor"):
+        model.fit(x, seed=7)
+    assert torch.equal(model.means, reference.means)
+    assert model.history_ == reference.history_
+    assert model.history_[0] == {
+        "iteration": 1,
+        "mean_log_likelihood": reference.history_[0]["mean_log_likelihood"],
+    }
+    assert model.seed == 0
+
+
+def test_old_history_of_bare_averages_loads_as_mean_log_likelihood_records():
+    model = GaussianMixture(2, covariance="diag", seed=0).double().fit(three_blobs(60))
+    state = model.get_fitted_state()
+    state["history_"] = [r["mean_log_likelihood"] for r in model.history_]
+    shell = GaussianMixture(2, covariance="diag")
+    shell.set_fitted_state(state)
+    assert shell.history_ == model.history_

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from probgen.core.errors import DataError, NotFittedError
+from probgen.core.errors import ConvergenceWarning, DataError, NotFittedError
 from probgen.networks.bayesnet import BayesianNetwork, read_bif
 
 
@@ -242,9 +242,15 @@ def test_mle_recovers_generating_tables_on_a_large_sample():
 
 
 def test_bdeu_pseudo_counts_formula():
-    network = BayesianNetwork(edges=[("x", "y")], states={"x": ["0", "1"], "y": ["0", "1", "2"]})
+    network = BayesianNetwork(
+        edges=[("x", "y")],
+        states={"x": ["0", "1"], "y": ["0", "1", "2"]},
+        method="bayes",
+        prior="bdeu",
+        equivalent_sample_size=6.0,
+    )
     data = pd.DataFrame({"x": ["0", "0", "1"], "y": ["2", "1", "2"]})
-    network.fit(data, method="bayes", prior="bdeu", equivalent_sample_size=6.0)
+    network.fit(data)
     # alpha per cell = 6 / (2 * 3) = 1: P(y | x=0) = (counts + 1) / (2 + 3)
     assert torch.allclose(network.table("y")[0], torch.tensor([1, 2, 2], dtype=torch.float64) / 5)
     # root x: alpha per cell = 6 / 2 = 3: P(x) = (counts + 3) / (3 + 6)
@@ -257,9 +263,11 @@ def test_em_with_missing_values_recovers_tables():
     rng = np.random.default_rng(0)
     mask = rng.random(data.shape) < 0.2
     data = data.mask(mask)
-    fitted = BayesianNetwork(edges=truth.edges, states=truth.states).fit(data, tol=1e-7)
+    fitted = BayesianNetwork(edges=truth.edges, states=truth.states, tol=1e-7).fit(data)
     assert fitted.n_iter_ > 1
-    assert all(b >= a - 1e-6 for a, b in zip(fitted.history_, fitted.history_[1:]))
+    history = [record["log_likelihood"] for record in fitted.history_]
+    assert [record["iteration"] for record in fitted.history_] == list(range(1, len(history) + 1))
+    assert all(b >= a - 1e-6 for a, b in zip(history, history[1:]))
     for variable in truth.variables:
         assert torch.allclose(fitted.table(variable), truth.table(variable), atol=0.05)
 
@@ -275,12 +283,60 @@ def test_em_with_a_latent_variable_increases_likelihood():
         },
     )
     data = truth.sample(5000, seed=0, as_frame=True).drop(columns="h")
-    model = BayesianNetwork(edges=truth.edges, states={v: ["0", "1"] for v in ["x1", "x2", "x3"]})
-    model.fit(data, latent={"h": 2}, seed=0, max_iter=200)
-    history = model.history_
+    model = BayesianNetwork(
+        edges=truth.edges,
+        states={v: ["0", "1"] for v in ["x1", "x2", "x3"]},
+        latent={"h": 2},
+        seed=0,
+        max_iter=200,
+    )
+    model.fit(data)
+    history = [record["log_likelihood"] for record in model.history_]
     assert all(b >= a - 1e-6 for a, b in zip(history, history[1:]))
     observed_truth = float(truth.log_prob(data).sum())
     assert history[-1] >= observed_truth - 5.0
+
+
+def test_complete_data_fit_records_one_history_entry():
+    truth = random_network(12)
+    data = truth.sample(200, seed=0, as_frame=True)
+    fitted = BayesianNetwork(edges=truth.edges, states=truth.states).fit(data)
+    loglik = float(fitted.log_prob(data).sum())
+    assert fitted.history_ == [{"iteration": 1, "log_likelihood": pytest.approx(loglik)}]
+    assert fitted.n_iter_ == 1 and fitted.converged_
+
+
+def test_constructor_settings_are_used():
+    truth = random_network(13)
+    data = truth.sample(300, seed=0, as_frame=True)
+    states = truth.states
+    mle = BayesianNetwork(edges=truth.edges, states=states).fit(data)
+    bayes = BayesianNetwork(edges=truth.edges, states=states, method="bayes").fit(data)
+    assert any(not torch.equal(mle.table(v), bayes.table(v)) for v in truth.variables)
+    missing = data.mask(np.random.default_rng(0).random(data.shape) < 0.3)
+    with pytest.warns(ConvergenceWarning):
+        once = BayesianNetwork(edges=truth.edges, states=states, max_iter=1).fit(missing)
+    assert once.n_iter_ == 1 and len(once.history_) == 1 and not once.converged_
+    config = bayes.get_config()
+    assert config["method"] == "bayes" and config["max_iter"] == 100
+    assert BayesianNetwork.from_config(config).method == "bayes"
+
+
+def test_fit_settings_are_deprecated_but_still_apply():
+    truth = random_network(13)
+    data = truth.sample(300, seed=0, as_frame=True)
+    expected = BayesianNetwork(edges=truth.edges, states=truth.states, method="bayes").fit(data)
+    network = BayesianNetwork(edges=truth.edges, states=truth.states)
+    with pytest.warns(DeprecationWarning, match=r"BayesianNetwork\(method=\.\.\.\)"):
+        network.fit(data, method="bayes")
+    for variable in truth.variables:
+        assert torch.equal(network.table(variable), expected.table(variable))
+    missing = data.mask(np.random.default_rng(0).random(data.shape) < 0.3)
+    network = BayesianNetwork(edges=truth.edges, states=truth.states)
+    with pytest.warns(DeprecationWarning, match="max_iter"), pytest.warns(ConvergenceWarning):
+        network.fit(missing, max_iter=1)
+    assert network.n_iter_ == 1
+    assert network.max_iter == 100  # the constructor's setting is kept
 
 
 # ---- contract pieces and errors ---------------------------------------------------------------

@@ -6,9 +6,11 @@ import itertools
 
 import pytest
 import torch
+from calibration_oracle import calibrate, clique_marginal
 from scipy import stats
 
 from probgen.networks import factors as ops
+from probgen.networks.factors import calibration as calibration_module
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -79,7 +81,7 @@ def test_junction_tree_batched_marginals_match_brute_force(seed):
     potentials = ops.clique_potentials(tree, factors)
     observed = torch.tensor([[0, -1], [-1, 1], [-1, -1]])
     evidence = ops.evidence_factors(observed, [0, 2], cards)
-    calibration = ops.calibrate(tree, potentials, evidence)
+    calibration = calibrate(tree, potentials, evidence)
     for row in range(3):
         conditioned = joint.clone()
         for column, variable in enumerate([0, 2]):
@@ -96,8 +98,26 @@ def test_junction_tree_batched_marginals_match_brute_force(seed):
             others = tuple(v for v in range(len(cards)) if v != variable)
             expected = conditioned.sum(dim=others) / total
             clique = tree.variable_clique[variable]
-            found = ops.clique_marginal(tree, potentials, calibration, clique, (variable,))
+            found = clique_marginal(tree, potentials, calibration, clique, (variable,))
             assert torch.allclose(found.values[row], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_dense_calibration_matches_the_message_passing_oracle(seed):
+    factors, cards = random_factor_graph(seed)
+    tree = ops.build_junction_tree([f.variables for f in factors], cards)
+    potentials = ops.clique_potentials(tree, factors)
+    observed = torch.tensor([[0, -1], [-1, 1], [-1, -1]])
+    evidence = ops.evidence_factors(observed, [0, 2], cards)
+    oracle = calibrate(tree, potentials, evidence)
+    plan = ops.compile_dense(tree, potentials)
+    indicators = {v: f.values for v, f in evidence.items()}
+    _, log_evidence, marginals = ops.calibrate_dense(plan, indicators, batch_size=3)
+    assert torch.allclose(log_evidence, oracle.log_evidence, rtol=1e-10)
+    for variable in range(len(cards)):
+        clique = tree.variable_clique[variable]
+        expected = clique_marginal(tree, potentials, oracle, clique, (variable,))
+        assert torch.allclose(marginals[variable], expected.values, atol=1e-12)
 
 
 def test_max_eliminate_finds_the_brute_force_argmax():
@@ -185,8 +205,8 @@ def test_dense_hugin_calibration_matches_brute_force(seed):
 def test_dense_calibration_paths_agree_with_brute_force(monkeypatch, projected_width, max_entries):
     # Each way of summing a clique table (projection matrix or axis sums), evidence on one
     # variable only (evidence-free subtrees then stay broadcast over the batch), and no evidence.
-    monkeypatch.setattr(ops, "_MAX_PROJECTED_WIDTH", projected_width)
-    monkeypatch.setattr(ops, "_MAX_PROJECTION_ENTRIES", max_entries)
+    monkeypatch.setattr(calibration_module, "_MAX_PROJECTED_WIDTH", projected_width)
+    monkeypatch.setattr(calibration_module, "_MAX_PROJECTION_ENTRIES", max_entries)
     factors, cards = random_factor_graph(9, n_variables=7, n_factors=9)
     joint = brute_joint(factors, cards)
     tree = ops.build_junction_tree([f.variables for f in factors], cards)

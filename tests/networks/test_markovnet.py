@@ -108,11 +108,40 @@ def test_fit_recovers_the_generating_model():
     p, q = truth.log_prob(support).exp(), fitted.log_prob(support).exp()
     assert 0.5 * float((p - q).abs().sum()) < 0.03
     assert float(fitted.log_prob(data).mean()) >= float(truth.log_prob(data).mean()) - 1e-3
-    pseudo = MarkovNetwork(scopes=truth.scopes, states=truth.states).fit(
-        data, objective="pseudo_likelihood"
-    )
+    pseudo = MarkovNetwork(
+        scopes=truth.scopes, states=truth.states, objective="pseudo_likelihood"
+    ).fit(data)
     q = pseudo.log_prob(support).exp()
     assert 0.5 * float((p - q).abs().sum()) < 0.03
+
+
+def test_fit_settings_come_from_the_constructor():
+    truth = ising(rows=2, cols=2, coupling=0.6, field=0.1)
+    data = truth.sample(2000, seed=1)
+    once = MarkovNetwork(scopes=truth.scopes, states=truth.states, max_iter=1, tol=0.0).fit(data)
+    assert once.n_iter_ == 1 and len(once.history_) == 1 and not once.converged_
+    assert set(once.history_[0]) == {"iteration", "objective"}
+    longer = MarkovNetwork(scopes=truth.scopes, states=truth.states, max_iter=60, tol=0.0)
+    assert longer.fit(data).n_iter_ == 3
+    config = longer.get_config()
+    assert (config["max_iter"], config["tol"], config["objective"]) == (60, 0.0, "auto")
+    assert MarkovNetwork.from_config(config).max_iter == 60
+
+
+def test_fit_settings_are_deprecated_but_still_apply():
+    truth = ising(rows=2, cols=2, coupling=0.6, field=0.1)
+    data = truth.sample(2000, seed=1)
+    expected = MarkovNetwork(
+        scopes=truth.scopes, states=truth.states, objective="pseudo_likelihood", max_iter=20
+    ).fit(data)
+    network = MarkovNetwork(scopes=truth.scopes, states=truth.states)
+    with pytest.warns(DeprecationWarning) as caught:
+        network.fit(data, objective="pseudo_likelihood", max_iter=20)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "MarkovNetwork(objective=...)" in messages and "MarkovNetwork(max_iter=...)" in messages
+    assert network.n_iter_ == 1 and network.max_iter == 100
+    for found, wanted in zip(network.log_potentials, expected.log_potentials):
+        assert torch.equal(found, wanted)
 
 
 def test_moralised_bayesian_network_has_unit_partition_function():

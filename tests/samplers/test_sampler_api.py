@@ -14,7 +14,8 @@ import torch
 from probgen.core.errors import DataError, ModelFileError
 from probgen.samplers import diagnostics
 from probgen.samplers.chains import Samples, sample_chains
-from probgen.samplers.pyro_bridge import PyroDensity, as_pyro
+from probgen.samplers.pyro_density import PyroDensity
+from probgen.samplers.pyro_distribution import as_pyro
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

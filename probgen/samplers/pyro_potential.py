@@ -1,18 +1,15 @@
-"""Bridges between probgen densities and Pyro programs.
+"""A Pyro model as a batched log density over the flat vector of its latent sites.
 
-- `as_pyro(density)` wraps any probgen Density as a `pyro.distributions.TorchDistribution`, so
-  a fitted model can serve as a prior or likelihood inside a Pyro program.
-- `PyroDensity(model, model_args, model_kwargs)` wraps a Pyro model as a probgen `Model` of kind
-  `unnormalized` over the flat vector of its latent sites in unconstrained space (each
-  continuous site mapped through `biject_to(support)`, with the log-Jacobian added; discrete
-  sites with a finite range kept as their integer values). The samplers in
-  `probgen.samplers` take it like any other density.
+`PyroPotential(model, model_args, model_kwargs)` turns a Pyro model into a log density over
+the flat vector of its latent sites in unconstrained space (each continuous site mapped through
+`biject_to(support)`, with the log-Jacobian added; discrete sites with a finite range kept as
+their integer values). The samplers (`probgen.samplers.targets`) work on it; the probgen
+Density over it is `probgen.samplers.pyro_density.PyroDensity`.
 
 Evaluation is vectorised over a batch of parameter vectors (chains) by running the model once
 inside an outer `pyro.plate` (as Pyro's vectorised ELBO particles do); models that index their
 latent values from the left (`beta[0]` instead of `beta[..., 0]`) cannot be vectorised that
-way, which is detected when the wrapper is built, and the wrapper then evaluates one vector
-at a time.
+way, which is detected when the potential is built, and it then evaluates one vector at a time.
 
 Example:
     >>> import torch, pyro, pyro.distributions as dist
@@ -21,10 +18,10 @@ Example:
     ...     sigma = pyro.sample("sigma", dist.HalfNormal(5.0))
     ...     with pyro.plate("data", len(y)):
     ...         pyro.sample("y", dist.Normal(mu, sigma), obs=y)
-    >>> density = PyroDensity(model, model_args=(torch.tensor([0.5, 1.5, 1.0]),))
-    >>> density.event_shape, density.site_names
-    (torch.Size([2]), ['mu', 'sigma'])
-    >>> density.log_prob(torch.zeros(4, 2)).shape
+    >>> potential = PyroPotential(model, model_args=(torch.tensor([0.5, 1.5, 1.0]),))
+    >>> potential.dim, potential.site_names
+    (2, ['mu', 'sigma'])
+    >>> potential.unnormalized_log_prob(torch.zeros(4, 2)).shape
     torch.Size([4])
 """
 
@@ -37,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
@@ -47,102 +43,11 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
-from probgen.core.contract import LogProbKind, Model
 from probgen.core.errors import DataError
 
 CHAIN_PLATE = "_probgen_chains"
 
 
-# ---------------------------------------------------------------------------------------------
-# Density -> Pyro distribution
-# ---------------------------------------------------------------------------------------------
-class DensityDistribution(dist.TorchDistribution):
-    """A probgen Density seen as a Pyro distribution (built by `as_pyro`).
-
-    `log_prob` calls the density's `log_prob` (of whatever kind it reports); `sample` calls the
-    density's `sample` with a seed drawn from torch's global generator, so `pyro.set_rng_seed`
-    makes Pyro programs that use it reproducible.
-    """
-
-    arg_constraints: dict = {}
-    has_rsample = False
-
-    def __init__(
-        self, density: Any, batch_shape: torch.Size = torch.Size(), validate_args: Any = None
-    ):
-        self.density = density
-        event_shape = torch.Size(getattr(density, "event_shape", torch.Size()))
-        super().__init__(torch.Size(batch_shape), event_shape, validate_args=False)
-
-    @constraints.dependent_property(is_discrete=False, event_dim=0)
-    def support(self):
-        support = getattr(self.density, "support", None)
-        if support is None:
-            return constraints.independent(constraints.real, len(self.event_shape))
-        return support
-
-    def expand(self, batch_shape: Any, _instance: Any = None) -> DensityDistribution:
-        return DensityDistribution(self.density, torch.Size(batch_shape))
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = torch.Size(sample_shape) + self.batch_shape
-        count = max(1, math.prod(shape))
-        seed = int(torch.randint(0, 2**62, ()).item())
-        draws = self.density.sample(count, seed=seed)
-        if not isinstance(draws, torch.Tensor):
-            raise DataError(
-                f"as_pyro: {type(self.density).__name__}.sample returned "
-                f"{type(draws).__name__}; only tensor-valued densities can be sampled in Pyro"
-            )
-        return draws.reshape(shape + draws.shape[1:])
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        event_dims = len(self.event_shape)
-        batch = value.shape[: value.dim() - event_dims]
-        flat = value.reshape((-1,) + tuple(self.event_shape))
-        return self.density.log_prob(flat).reshape(batch)
-
-    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
-        if not hasattr(self.density, "enumerate_support"):
-            raise NotImplementedError(f"{type(self.density).__name__} has no enumerate_support")
-        values = self.density.enumerate_support()
-        shape = values.shape[:1] + (1,) * len(self.batch_shape) + values.shape[1:]
-        values = values.reshape(shape)
-        if expand:
-            values = values.expand(values.shape[:1] + self.batch_shape + self.event_shape)
-        return values
-
-
-def as_pyro(density: Any) -> DensityDistribution:
-    """Wrap a probgen Density as a Pyro distribution for use inside Pyro programs.
-
-    Args:
-        density: anything with `event_shape`, `log_prob(x)` and (for sampling) `sample(n,
-            seed=)`.
-
-    Example:
-        >>> import torch, pyro
-        >>> from probgen.samplers.pyro_bridge import PyroDensity, as_pyro
-        >>> class StandardNormal:
-        ...     event_shape = torch.Size([2])
-        ...     def log_prob(self, x):
-        ...         return torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
-        ...     def sample(self, n, *, seed=None):
-        ...         return torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
-        >>> def model():
-        ...     return pyro.sample("x", as_pyro(StandardNormal()))
-        >>> model().shape
-        torch.Size([2])
-    """
-    for attribute in ("event_shape", "log_prob"):
-        if not hasattr(density, attribute):
-            raise DataError(f"as_pyro: density has no {attribute!r}; expected a probgen Density")
-    return DensityDistribution(density)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pyro model -> Density over its unconstrained latent vector
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class LatentSite:
     """One latent site of a Pyro model and its place in the flat unconstrained vector."""
@@ -182,8 +87,8 @@ def _discrete_range(name: str, support: Any) -> tuple[int, int]:
     )
 
 
-class PyroDensity(Model):
-    """A Pyro model as an unnormalised density over its unconstrained latent vector.
+class PyroPotential:
+    """A Pyro model as an unnormalised log density over its unconstrained latent vector.
 
     Args:
         model: a Pyro model (a callable that calls `pyro.sample`).
@@ -202,21 +107,17 @@ class PyroDensity(Model):
         event_shape: (dim,), the length of the unconstrained vector.
 
     The log density includes every `pyro.sample` and `pyro.factor` term with its scale and mask,
-    plus the log-Jacobian of the maps from unconstrained space; the constant is unknown
-    (kind `unnormalized`). `fit` is a no-op: a posterior has nothing to fit.
+    plus the log-Jacobian of the maps from unconstrained space; the constant is unknown.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
         >>> def model():
         ...     pyro.sample("scale", dist.LogNormal(0.0, 1.0))
-        >>> density = PyroDensity(model)
-        >>> values = density.constrain(torch.zeros(1, 1))
+        >>> potential = PyroPotential(model)
+        >>> values = potential.constrain(torch.zeros(1, 1))
         >>> float(values["scale"][0])
         1.0
     """
-
-    log_prob_kind = LogProbKind.UNNORMALIZED
-    fitted_attributes = ()
 
     def __init__(
         self,
@@ -228,6 +129,8 @@ class PyroDensity(Model):
         jit: bool = False,
         prototype_seed: int = 0,
     ) -> None:
+        # Cooperative: in `PyroDensity(PyroPotential, Model)` this runs `Model.__init__`, which
+        # must come before any attribute is set on the nn.Module.
         super().__init__()
         if not callable(model):
             raise DataError(f"model must be a callable Pyro program, got {type(model).__name__}")
@@ -236,18 +139,9 @@ class PyroDensity(Model):
         self.model_kwargs = dict(model_kwargs or {})
         self._discover_sites(prototype_seed)
         self.event_shape = torch.Size([self.dim])
-        self.fitted_ = True
         self.vectorize = self._check_vectorization() if vectorize is None else bool(vectorize)
         self.jit = bool(jit) and self.vectorize
         self._jit_cache: dict[tuple[int, torch.dtype, bool], Callable[..., Any]] = {}
-
-    def get_config(self) -> dict[str, Any]:
-        # A model given as a Python callable cannot be stored as JSON; recipes subclass this
-        # class with a no-argument constructor so that save/load rebuilds them.
-        raise NotImplementedError(
-            "a PyroDensity built from an arbitrary callable cannot be saved; subclass it with "
-            "a constructor whose arguments are JSON values (as the models/ recipes do)"
-        )
 
     # ---- site discovery ----------------------------------------------------------------------
     def _prototype_trace(self, seed: int) -> poutine.Trace:
@@ -508,10 +402,6 @@ class PyroDensity(Model):
             self._jit_cache[key] = function
         return function(z)
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as `unnormalized_log_prob` (the kind is `unnormalized`)."""
-        return self.unnormalized_log_prob(x)
-
     def potential_fn(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pyro-style potential energy: minus the log density of `params["z"]` (dim,)."""
         return -self.unnormalized_log_prob(params["z"].unsqueeze(0))[0]
@@ -549,43 +439,6 @@ class PyroDensity(Model):
             discrete = self.low.to(points.dtype) + torch.floor(uniform * cardinality)
             points = torch.where(mask, discrete, points)
         return points
-
-    def fit(self, data: Any = None, **options: Any) -> PyroDensity:
-        """No-op (a posterior has nothing to fit); returns self."""
-        self._mark_fitted()
-        return self
-
-    def sample(
-        self,
-        n: int,
-        *,
-        seed: int | None = None,
-        num_chains: int = 4,
-        warmup: int = 500,
-        **options: Any,
-    ) -> torch.Tensor:
-        """`n` approximate posterior draws (n, dim) in unconstrained space from vectorised MH.
-
-        Draws come from `num_chains` chains after `warmup` adaptation steps (see
-        `probgen.samplers.chains.sample_chains`); they are correlated MCMC draws, not
-        independent ones.
-        """
-        from probgen.samplers.chains import sample_chains
-
-        per_chain = max(1, math.ceil(n / num_chains))
-        samples = sample_chains(
-            self,
-            "mh",
-            num_chains=num_chains,
-            num_samples=per_chain,
-            warmup=warmup,
-            seed=0 if seed is None else seed,
-            progress=False,
-            **options,
-        )
-        flat = torch.as_tensor(samples.unconstrained, dtype=self._value_dtype)
-        # Interleave chains so that the first n draws come from every chain.
-        return flat.transpose(0, 1).reshape(-1, self.dim)[:n]
 
 
 def _init_uniform(site: dict[str, Any]) -> torch.Tensor:

@@ -1,0 +1,398 @@
+"""Fitting an HMM: the e-step and m-step, and batch, minibatch (stepwise) and gradient EM.
+
+The loops run on the shared EM driver `probgen.fitting.em` (restarts, convergence, divergence
+guard, the fit record); `HMMFitMixin` gives `probgen.hmm.model.HMM` these methods.
+
+Example:
+    >>> from probgen.hmm import HMM
+    >>> hmm = HMM(2, emission="poisson").set_parameters(rates=[[1.0], [4.0]])
+    >>> statistics, log_likelihoods = hmm.e_step([[[0], [5], [4]]])
+    >>> sorted(statistics), log_likelihoods.shape
+    (['emission.sum', 'emission.weight', 'start', 'transition'], torch.Size([1]))
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, TypeVar
+
+import torch
+
+import probgen.hmm.inference as hmm_inference
+from probgen.core.data import Sequences
+from probgen.core.errors import DataError, FitError
+from probgen.fitting.em import (
+    EMResult,
+    fit_restarts,
+    parameters_finite,
+    record_fit,
+    run_em,
+    snapshot,
+)
+from probgen.hmm.emissions import (
+    Emission,
+    TorchDistributionEmission,
+)
+from probgen.hmm.parameters import _normalize_with_fallback
+from probgen.hmm.sequences import _Batch
+
+_Model = TypeVar("_Model", bound="HMMFitMixin")
+
+
+class HMMFitMixin:
+    """EM and gradient fitting for `probgen.hmm.model.HMM` (a mixin: it uses the HMM's state)."""
+
+    def e_step(self, sequences: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Expected sufficient statistics of `sequences` and their log-likelihoods.
+
+        The statistics are additive: sums over batches (or an `all_reduce` across processes)
+        are the statistics of the union, which `m_step` maps to parameters.
+
+        Returns:
+            `(statistics, log_likelihoods)`: a dict of tensors and (n_sequences,).
+        """
+        with torch.no_grad(), self._threads_for(sequences):
+            if isinstance(sequences, _Batch):
+                batch = sequences
+            else:
+                batch = _Batch.of(self._prepare(sequences))
+            emission = self._ensure_emission()
+            if not emission.supports_em:
+                raise DataError(
+                    "custom torch-distribution emissions are fitted by gradient, not EM"
+                )
+            max_length, n_sequences = batch.mask_tm.shape
+            method = hmm_inference.statistics_method(n_sequences, max_length, self.n_states)
+            if method == "scan":
+                expected, emission_statistics = self._e_step_scan(batch, emission)
+            else:
+                expected, emission_statistics = self._e_step_sequential(batch, emission)
+        statistics = {"start": expected.start_counts, "transition": expected.transition_counts}
+        for key, value in emission_statistics.items():
+            statistics[f"emission.{key}"] = value
+        return statistics, expected.log_likelihood
+
+    def _e_step_sequential(
+        self, batch: _Batch, emission: Emission
+    ) -> tuple[hmm_inference.ExpectedStatistics, dict[str, torch.Tensor]]:
+        """E-step by scaled forward-backward, state-major throughout.
+
+        Emissions come out of `scaled_probs` in the layout of the time-step loops and the
+        posteriors go back to the emission as they are, so no transposed copies are made; the
+        prepared inputs and the large arrays are kept in the batch from one iteration to the
+        next.
+        """
+        max_length, n_sequences = batch.mask_tm.shape
+        mask = None if batch.complete else batch.mask_tm
+        inputs = batch.emission_inputs(emission)
+        workspace = batch.workspace
+        buffer = workspace.state_major(
+            "emission_probs",
+            (max_length, self.n_states, n_sequences),
+            self.start_probs,
+            state_outer=emission.state_outer(inputs),
+        )
+        emission_probs, offsets = emission.scaled_probs(inputs, mask, out=buffer)
+        expected = hmm_inference.expected_statistics_state_major(
+            self.start_probs,
+            self.transition_probs,
+            emission_probs,
+            offsets,
+            mask,
+            workspace=workspace,
+        )
+        return expected, emission.posterior_statistics(inputs, expected.posteriors)
+
+    def _e_step_scan(
+        self, batch: _Batch, emission: Emission
+    ) -> tuple[hmm_inference.ExpectedStatistics, dict[str, torch.Tensor]]:
+        """E-step by parallel scan over time (long sequences with few states)."""
+        expected = hmm_inference.expected_statistics(
+            self.start_probs,
+            self.transition_probs,
+            emission.log_prob(batch.values_tm),
+            None if batch.complete else batch.lengths,
+            time_major=True,
+            method="scan",
+        )
+        if batch.complete:
+            weights = expected.posteriors.reshape(-1, self.n_states)
+        else:
+            weights = expected.posteriors[batch.mask_tm]
+        return expected, emission.statistics(batch.observed_values, weights)
+
+    def m_step(self, statistics: dict[str, torch.Tensor]) -> None:
+        """Parameters maximising the expected complete log-likelihood plus the log prior."""
+        emission = self._ensure_emission()
+        self.start_probs = _normalize_with_fallback(
+            statistics["start"] + self.pseudocount, self.start_probs
+        )
+        self.transition_probs = _normalize_with_fallback(
+            statistics["transition"] + self.pseudocount, self.transition_probs
+        )
+        emission.m_step(
+            {
+                key.removeprefix("emission."): value
+                for key, value in statistics.items()
+                if key.startswith("emission.")
+            }
+        )
+
+    def log_prior(self) -> torch.Tensor:
+        """Log prior density of the parameters (the penalty the m-step maximises)."""
+        prior = self._ensure_emission().log_prior()
+        if self.pseudocount:
+            prior = prior + self.pseudocount * (
+                self.start_probs.log().sum() + self.transition_probs.log().sum()
+            )
+        return prior
+
+    def fit(
+        self: _Model,
+        sequences: Any,
+        *,
+        seed: int | None = None,
+        warm_start: bool = False,
+        progress: bool | None = None,
+    ) -> _Model:
+        """Fit by Baum-Welch EM (gradient ascent for custom emissions); returns self.
+
+        Args:
+            sequences: list of arrays of different lengths, a padded array, or `Sequences`.
+            seed: deprecated, give ``HMM(..., seed=...)``; still overrides the constructor's
+                `seed` for the random starts for one release.
+            warm_start: start the first restart from the current parameters (set by a
+                previous fit or `set_parameters`) instead of a random/k-means start.
+            progress: deprecated, give ``HMM(..., progress=...)``; still overrides the
+                constructor's `progress` for one release.
+
+        Raises:
+            DataError: malformed sequences.
+            FitError: the log-likelihood became NaN or infinite (the last good parameters
+                are kept).
+        """
+        for name, value in (("seed", seed), ("progress", progress)):
+            if value is not None:
+                warnings.warn(
+                    f"HMM.fit({name}=...) is deprecated and will be removed in the next "
+                    f"release; give it to the constructor instead: HMM(..., {name}=...)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+        with self._threads_for(sequences):
+            data = self._prepare(sequences, fitting=True)
+            result = self._fit_restarts(data, seed, warm_start, progress)
+        record_fit(
+            self,
+            result,
+            warning=(
+                f"HMM fit stopped at max_iter={self.max_iter} before the log-likelihood per "
+                f"step changed by less than tol={self.tol}"
+            ),
+        )
+        return self
+
+    def _fit_restarts(
+        self, data: Sequences, seed: int | None, warm_start: bool, progress: bool | None
+    ) -> EMResult:
+        """Run every restart and keep the best one's parameters; the best run's record."""
+        batch = _Batch.of(data)
+        generator = torch.Generator(device=self.device)
+        chosen_seed = self.seed if seed is None else seed
+        if chosen_seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(int(chosen_seed))
+        show = self.progress if progress is None else bool(progress)
+        n_steps = int(data.lengths.sum())
+        emission = self._ensure_emission()
+        use_gradient = not emission.supports_em
+
+        def run() -> EMResult:
+            if use_gradient:
+                return self._fit_gradient(data, n_steps, bar)
+            if self.batch_size is not None:
+                return self._fit_online(data, n_steps, generator, bar)
+            return self._fit_em(batch, n_steps, bar)
+
+        bar = _progress_bar(show, self.n_init * self.max_iter)
+        try:
+            return fit_restarts(
+                self,
+                self.n_init,
+                lambda restart: self._initialize(batch, generator, restart),
+                run,
+                warm_start=warm_start and self.fitted_,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _initialize(self, batch: _Batch, generator: torch.Generator, restart: int) -> None:
+        n_states = self.n_states
+        dtype, device = self.dtype, self.device
+        emission = self._ensure_emission()
+        if isinstance(emission, TorchDistributionEmission):
+            # The template's parameters are the start; later restarts perturb them.
+            if restart > 0:
+                emission.perturb(generator)
+            noise = torch.rand(
+                n_states, n_states, dtype=dtype, generator=generator, device=generator.device
+            ).to(device)
+            if restart > 0:
+                self.transition_probs = _normalize_with_fallback(
+                    self.transition_probs + 0.2 * noise, self.transition_probs
+                )
+            return
+        noise_start = torch.rand(
+            n_states, dtype=dtype, generator=generator, device=generator.device
+        ).to(device)
+        noise = torch.rand(
+            n_states, n_states, dtype=dtype, generator=generator, device=generator.device
+        ).to(device)
+        self.start_probs = (0.5 + noise_start) / (0.5 + noise_start).sum()
+        sticky = 0.6 * torch.eye(n_states, dtype=dtype, device=device) + 0.4 / n_states
+        self.transition_probs = 0.5 * noise / noise.sum(-1, keepdim=True) + 0.5 * sticky
+        emission.initialize(batch.observed_values, generator)
+
+    def _fit_em(self, batch: _Batch, n_steps: int, bar: Any) -> EMResult:
+        # The penalised objective uses the log prior at the parameters the e-step ran at,
+        # i.e. before the m-step that `iterate` also runs.
+        log_prior = 0.0
+
+        def iterate() -> float:
+            nonlocal log_prior
+            statistics, log_likelihoods = self.e_step(batch)
+            total = float(log_likelihoods.sum())
+            if not math.isfinite(total):
+                return total  # run_em restores the last good parameters and raises
+            log_prior = float(self.log_prior())
+            self.m_step(statistics)
+            return total
+
+        # Rounding alone moves a sum over n_steps terms by about eps * n_steps, which
+        # matters in float32 when the log-likelihood is near zero.
+        rounding = 8 * torch.finfo(self.dtype).eps * n_steps
+        return run_em(
+            iterate,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            scale=n_steps,
+            criterion="increase",
+            objective=lambda total: total + log_prior,
+            decrease_tolerance=lambda previous: max(1e-7 * max(1.0, abs(previous)), rounding),
+            guard=self,
+            on_iteration=lambda total: _advance(bar, total / n_steps),
+            what="HMM EM",
+            hint="try pseudocount > 0 or a larger covariance_floor",
+        )
+
+    def _fit_online(
+        self, data: Sequences, n_steps: int, generator: torch.Generator, bar: Any
+    ) -> EMResult:
+        """Stepwise EM: running statistics s <- (1 - rho) s + rho * (scaled batch statistics)."""
+        n_sequences = data.n_sequences
+        batch_size = min(self.batch_size or n_sequences, n_sequences)
+        running: dict[str, torch.Tensor] | None = None
+        updates = 0
+
+        def epoch() -> float:
+            # Each minibatch step keeps its own last good parameters, so the driver needs none.
+            nonlocal running, updates
+            order = torch.randperm(n_sequences, generator=generator, device=generator.device)
+            epoch_total = 0.0
+            for begin in range(0, n_sequences, batch_size):
+                index = order[begin : begin + batch_size].to(self.device)
+                last_good = snapshot(self)
+                statistics, log_likelihoods = self.e_step(_Batch.of(data[index]))
+                batch_total = float(log_likelihoods.sum())
+                if not math.isfinite(batch_total):
+                    self.load_state_dict(last_good)
+                    raise FitError(
+                        "the log-likelihood of a minibatch became non-finite; "
+                        "the model keeps its last good parameters"
+                    )
+                epoch_total += batch_total
+                scale = n_sequences / int(index.numel())
+                step = (updates + 2) ** (-self.step_decay)
+                if running is None:
+                    running = {k: v * scale for k, v in statistics.items()}
+                else:
+                    running = {
+                        k: (1 - step) * running[k] + step * scale * v for k, v in statistics.items()
+                    }
+                updates += 1
+                self.m_step(running)
+                if not parameters_finite(self):
+                    self.load_state_dict(last_good)
+                    raise FitError(
+                        "a minibatch EM step produced non-finite parameters; the "
+                        "model keeps its last good parameters"
+                    )
+            return epoch_total
+
+        return run_em(
+            epoch,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            scale=n_steps,
+            criterion="change",
+            on_iteration=lambda total: _advance(bar, total / n_steps),
+            what="HMM minibatch EM",
+        )
+
+    def _fit_gradient(self, data: Sequences, n_steps: int, bar: Any) -> EMResult:
+        """Adam on the exact log-likelihood (custom torch-distribution emissions)."""
+        emission = self._ensure_emission()
+        start_logits = self.start_probs.clamp_min(1e-30).log().clone().requires_grad_(True)
+        transition_logits = (
+            self.transition_probs.clamp_min(1e-30).log().clone().requires_grad_(True)
+        )
+        parameters = [start_logits, transition_logits, *emission.parameters()]
+        optimizer = torch.optim.Adam(parameters, lr=self.learning_rate)
+
+        def step() -> float:
+            optimizer.zero_grad()
+            emission_log_probs = emission.log_prob(data.values)
+            log_likelihoods = hmm_inference.hmm_log_likelihood(
+                start_logits, transition_logits, emission_log_probs, data.lengths
+            )
+            total = log_likelihoods.sum()
+            if not torch.isfinite(total):
+                return float(total.detach())  # run_em restores the last good parameters
+            (-total / n_steps).backward()
+            optimizer.step()
+            with torch.no_grad():
+                self.start_probs = torch.softmax(start_logits, -1).detach()
+                self.transition_probs = torch.softmax(transition_logits, -1).detach()
+            return float(total.detach())
+
+        try:
+            return run_em(
+                step,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                scale=n_steps,
+                criterion="change",
+                guard=self,
+                on_iteration=lambda total: _advance(bar, total / n_steps),
+                what="HMM gradient fit",
+            )
+        finally:
+            for parameter in emission.parameters():
+                parameter.grad = None
+
+
+def _progress_bar(show: bool, total: int) -> Any:
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="HMM fit", unit="iter", mininterval=0.5)
+
+
+def _advance(bar: Any, per_step: float) -> None:
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loglik_per_step=f"{per_step:.5f}")

@@ -1,0 +1,209 @@
+"""Variable elimination: sum-product and max-product elimination, backward sampling.
+
+Example:
+    >>> import torch
+    >>> from probgen.networks.factors.algebra import Factor
+    >>> from probgen.networks.factors.elimination import eliminate
+    >>> prior = Factor((0,), torch.tensor([0.3, 0.7], dtype=torch.float64))
+    >>> table, log_scale = eliminate([prior], keep=())
+    >>> round(float(table.values.reshape(-1)[0] * log_scale.exp()), 6)
+    1.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from probgen.networks.factors.algebra import Factor, contract
+from probgen.networks.factors.orders import min_fill_order, moral_adjacency
+
+
+# ---- variable elimination -------------------------------------------------------------------
+def _rescale(factor: Factor) -> tuple[Factor, Tensor]:
+    """Divide a factor by its largest entry (per batch row); return the log of that scale."""
+    values = factor.values
+    if factor.batched:
+        scale = values.reshape(values.shape[0], -1).amax(dim=1) if values.dim() > 1 else values
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        shaped = safe.reshape(-1, *([1] * (values.dim() - 1)))
+        return Factor(factor.variables, values / shaped, True), torch.log(scale)
+    scale = values.amax() if values.numel() else values.new_tensor(1.0)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return Factor(factor.variables, values / safe, False), torch.log(scale).reshape(1)
+
+
+def _sum_out(
+    factors: Sequence[Factor], variables: Iterable[int], order: Sequence[int] | None
+) -> tuple[list[Factor], Tensor, dict[int, int], int]:
+    """Sum `variables` out of a pool of factors; return the pool, log scale, cards, batch."""
+    cards: dict[int, int] = {}
+    for factor in factors:
+        for axis, variable in enumerate(factor.variables):
+            cards[variable] = factor.values.shape[axis + int(factor.batched)]
+    variables = set(variables)
+    if order is None:
+        adjacency = moral_adjacency((f.variables for f in factors), cards)
+        order = min_fill_order(adjacency, cards, eliminate=variables & set(cards))
+    pool = list(factors)
+    batch = max((f.values.shape[0] for f in factors if f.batched), default=1)
+    log_scale = torch.zeros(batch, dtype=torch.float64, device=factors[0].values.device)
+    for variable in order:
+        involved = [f for f in pool if variable in f.variables]
+        if not involved:
+            continue
+        pool = [f for f in pool if variable not in f.variables]
+        scope: list[int] = []
+        for f in involved:
+            scope.extend(u for u in f.variables if u != variable and u not in scope)
+        product, scale = _rescale(contract(involved, scope))
+        log_scale = log_scale + scale.to(log_scale.dtype)
+        pool.append(product)
+    return pool, log_scale, cards, batch
+
+
+def eliminate(
+    factors: Sequence[Factor],
+    keep: Sequence[int] = (),
+    *,
+    order: Sequence[int] | None = None,
+) -> tuple[Factor, Tensor]:
+    """Sum-product variable elimination: sum out every variable not in `keep`.
+
+    Args:
+        factors: the factors (some may be batched; all batched ones share one batch size).
+        keep: the variables of the result, in order.
+        order: elimination order of the summed-out variables (default weighted min-fill).
+
+    Returns:
+        (table, log_scale): a batched factor over `keep` with shape (batch, *cards) (batch 1
+        when no input is batched) and the log of the scale it was divided by, shape (batch,);
+        the true result is `table.values * exp(log_scale)`.
+    """
+    keep = tuple(keep)
+    every = {v for f in factors for v in f.variables}
+    pool, log_scale, cards, batch = _sum_out(factors, every - set(keep), order)
+    for variable in keep:
+        if not any(variable in f.variables for f in pool):
+            raise ValueError(f"variable {variable} to keep is in no factor")
+    if not pool:
+        pool = [Factor((), factors[0].values.new_ones(()))]
+    result, scale = _rescale(contract(pool, keep, batch_size=batch))
+    return result, log_scale + scale.to(log_scale.dtype)
+
+
+def max_eliminate(
+    factors: Sequence[Factor],
+    maximise: Sequence[int],
+    *,
+    order: Sequence[int] | None = None,
+    sum_order: Sequence[int] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """MAP by elimination: sum out the variables not in `maximise`, then max out `maximise`.
+
+    With `maximise` holding every variable this is the most probable explanation (MPE).
+
+    Args:
+        factors: the factors (some may be batched).
+        maximise: the variables whose jointly most probable assignment is wanted.
+        order: elimination order of `maximise` (default weighted min-fill).
+        sum_order: elimination order of the summed-out variables (default weighted min-fill).
+
+    Returns:
+        (assignment, log_value): long tensor (batch, len(maximise)) of the best states, and the
+        log of the (unnormalised) maximal value per batch row.
+    """
+    maximise = tuple(maximise)
+    every = {v for f in factors for v in f.variables}
+    pool, log_scale, cards, batch = _sum_out(factors, every - set(maximise), sum_order)
+    if order is None:
+        adjacency = moral_adjacency((f.variables for f in pool), maximise)
+        order = min_fill_order(adjacency, cards, eliminate=maximise)
+    # Max out the MAP variables one by one, keeping argmax tables for the traceback.
+    traceback: list[tuple[int, Factor]] = []
+    for variable in order:
+        involved = [f for f in pool if variable in f.variables]
+        pool = [f for f in pool if variable not in f.variables]
+        scope: list[int] = []
+        for f in involved:
+            scope.extend(u for u in f.variables if u != variable and u not in scope)
+        joint = contract(involved, (variable, *scope), batch_size=batch)
+        best, best_state = joint.values.max(dim=1)
+        traceback.append((variable, Factor(tuple(scope), best_state, True)))
+        reduced, scale = _rescale(Factor(tuple(scope), best, True))
+        log_scale = log_scale + scale
+        pool.append(reduced)
+    final = torch.ones(batch, dtype=log_scale.dtype, device=log_scale.device)
+    for f in pool:
+        final = final * f.values.reshape(-1).to(final.dtype).expand(batch)
+    log_value = log_scale + torch.log(final)
+    chosen: dict[int, Tensor] = {}
+    rows = torch.arange(batch, device=log_scale.device)
+    for variable, argmax in reversed(traceback):
+        index = [rows] + [chosen[u] for u in argmax.variables]
+        chosen[variable] = argmax.values[tuple(index)]
+    assignment = torch.stack([chosen[v] for v in maximise], dim=1)
+    return assignment, log_value
+
+
+# ---- exact sampling -------------------------------------------------------------------------
+def sample_by_elimination(
+    factors: Sequence[Factor],
+    cardinalities: Mapping[int, int],
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    order: Sequence[int] | None = None,
+) -> tuple[dict[int, Tensor], Tensor]:
+    """Exact samples from the normalised product of `factors` (backward sampling after VE).
+
+    Sum-product elimination keeps each step's product table; sampling then runs the order
+    backwards, drawing each variable from its table given the variables drawn after it.
+
+    Args:
+        factors: unbatched non-negative factors.
+        cardinalities: number of states of each variable.
+        n: number of samples.
+        generator: source of randomness.
+        order: elimination order (default weighted min-fill).
+
+    Returns:
+        (samples, log_partition): variable id -> long tensor (n,), and log of the normaliser.
+    """
+    cards = dict(cardinalities)
+    adjacency = moral_adjacency((f.variables for f in factors), cards)
+    if order is None:
+        order = min_fill_order(adjacency, cards)
+    pool = list(factors)
+    steps: list[tuple[int, Factor]] = []
+    log_partition = torch.zeros((), dtype=torch.float64)
+    for variable in order:
+        involved = [f for f in pool if variable in f.variables]
+        pool = [f for f in pool if variable not in f.variables]
+        if not involved:
+            device = factors[0].values.device if factors else "cpu"
+            involved = [Factor((variable,), torch.ones(cards[variable], device=device))]
+        scope = []
+        for f in involved:
+            scope.extend(u for u in f.variables if u != variable and u not in scope)
+        joint = contract(involved, (*scope, variable))
+        steps.append((variable, joint))
+        reduced, scale = _rescale(Factor(tuple(scope), joint.values.sum(dim=-1)))
+        log_partition = log_partition + scale.reshape(()).cpu()
+        pool.append(reduced)
+    for f in pool:
+        log_partition = log_partition + torch.log(f.values.reshape(()).cpu())
+    drawn: dict[int, Tensor] = {}
+    for variable, joint in reversed(steps):
+        index = tuple(drawn[u] for u in joint.variables[:-1])
+        rows = joint.values[index] if index else joint.values.expand(n, -1)
+        cumulative = rows.cumsum(dim=-1)
+        uniform = (
+            torch.rand(n, 1, generator=generator, device=rows.device, dtype=cumulative.dtype)
+            * cumulative[:, -1:]
+        )
+        state = (uniform >= cumulative).sum(dim=-1).clamp_max(rows.shape[-1] - 1)
+        drawn[variable] = state
+    return drawn, log_partition

@@ -1,0 +1,259 @@
+"""Batched exact queries of a `BayesianNetwork`: variable elimination, junction tree, MAP.
+
+`QueriesMixin` gives `BayesianNetwork` its exact inference: `query` (variable elimination, a
+DataFrame of evidence is one batched contraction), `marginals` (a calibrated junction tree,
+cached per tables), `map_query` (max-product elimination) and the log-evidence used by
+`log_prob` for rows with missing values.
+
+Example:
+    >>> import probgen
+    >>> asia = probgen.BayesianNetwork.from_example("asia")
+    >>> table = asia.query("lung", {"smoke": "yes"})
+    >>> table.variables, [round(float(v), 6) for v in table.values]
+    (['lung'], [0.1, 0.9])
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import Tensor
+
+import probgen.networks.factors as ops
+from probgen.core.errors import DataError
+
+
+@dataclass
+class Table:
+    """A posterior table returned by `BayesianNetwork.query`.
+
+    Attributes:
+        variables: the query variables (the table's axes after the optional batch axis).
+        states: state names of each query variable.
+        values: probabilities, shape (*n_states) or (n_queries, *n_states) for a batch.
+    """
+
+    variables: list[str]
+    states: dict[str, list[str]]
+    values: Tensor
+
+    def to_frame(self) -> Any:
+        """The table as a pandas DataFrame: one row per joint state (and query, if batched)."""
+        import pandas as pd
+
+        batched = self.values.dim() == len(self.variables) + 1
+        values = self.values if batched else self.values.unsqueeze(0)
+        rows = []
+        for query in range(values.shape[0]):
+            for index in itertools.product(*(range(len(self.states[v])) for v in self.variables)):
+                row = {v: self.states[v][i] for v, i in zip(self.variables, index)}
+                if batched:
+                    row = {"query": query, **row}
+                row["probability"] = float(values[(query, *index)])
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+
+class QueriesMixin:
+    """Exact inference of `BayesianNetwork` (a mixin: it uses the network's tables and codec)."""
+
+    def _factors(self) -> list[ops.Factor]:
+        return [
+            ops.Factor((*(self._position[p] for p in self.parents[v]), i), self.table(v))
+            for i, v in enumerate(self.variables)
+        ]
+
+    def _junction_tree(self) -> tuple[ops.JunctionTree, list[ops.Factor | None]]:
+        key = self._tables_key()
+        cached = self._cache.get("junction_tree")
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        tree = self._cache.get("tree")
+        if tree is None:
+            scopes = [
+                (*(self._position[p] for p in self.parents[v]), i)
+                for i, v in enumerate(self.variables)
+            ]
+            tree = ops.build_junction_tree(scopes, dict(enumerate(self.cardinalities)))
+            self._cache["tree"] = tree
+        potentials = ops.clique_potentials(tree, self._factors())
+        self._cache["junction_tree"] = (key, tree, potentials)
+        return tree, potentials
+
+    def _dense_tree(self) -> ops.DenseTree:
+        """The junction tree compiled for dense batched calibration (cached per tables)."""
+        key = self._tables_key()
+        cached = self._cache.get("dense")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        tree, potentials = self._junction_tree()
+        plan = ops.compile_dense(tree, potentials)
+        self._cache["dense"] = (key, plan)
+        return plan
+
+    def _calibrate(
+        self, codes: Tensor, *, collect_only: bool = False
+    ) -> Iterable[tuple[slice, list[Tensor | None], Tensor, dict[int, Tensor]]]:
+        """Calibrate the junction tree on evidence rows (-1 = unobserved), in chunks."""
+        plan = self._dense_tree()
+        total = sum(p.numel() for p in plan.potentials)
+        chunk = max(1, (1 << 24) // max(total, 1))
+        # reuse clique-table memory across calls only for moderate sizes (<= 32 MiB)
+        workspace = (
+            self._cache.setdefault("workspace", {})
+            if total * min(chunk, codes.shape[0]) <= (1 << 22)
+            else None
+        )
+        cards = self.cardinalities
+        states = torch.arange(max(cards), device=codes.device)
+        for start in range(0, codes.shape[0], chunk):
+            rows = codes[start : start + chunk]
+            # indicator of each row's observed state (all ones where unobserved), built for all
+            # columns at once and sliced per observed column
+            indicators = ((rows[:, :, None] == states) | (rows[:, :, None] < 0)).to(torch.float64)
+            observed = (rows >= 0).any(dim=0).tolist()
+            evidence = {
+                j: indicators[:, j, : cards[j]] for j in range(rows.shape[1]) if observed[j]
+            }
+            # the workspace keeps the clique tables' memory for the next call (the beliefs
+            # yielded are overwritten by the next chunk or call: use them before that)
+            beliefs, log_evidence, marginals = ops.calibrate_dense(
+                plan,
+                evidence,
+                batch_size=rows.shape[0],
+                collect_only=collect_only,
+                workspace=workspace,
+            )
+            yield slice(start, start + rows.shape[0]), beliefs, log_evidence, marginals
+
+    def _log_evidence(self, codes: Tensor) -> Tensor:
+        """log P(observed part) of each row of `codes` (-1 = unobserved), by a JT collect pass."""
+        parts = [log for _, _, log, _ in self._calibrate(codes, collect_only=True)]
+        return torch.cat(parts)
+
+    # ---- exact inference ---------------------------------------------------------------------
+    def _relevant(self, names: Iterable[str]) -> list[int]:
+        """Indices of `names` and their ancestors (the rest sums to one and is skipped)."""
+        graph = self.graph
+        keep = set(names)
+        for variable in list(keep):
+            keep |= nx.ancestors(graph, variable)
+        return sorted(self._position[v] for v in keep)
+
+    def _variables_argument(self, variables: Any, name: str) -> list[str]:
+        if isinstance(variables, str):
+            variables = [variables]
+        variables = list(variables)
+        if not variables:
+            raise DataError(f"{name} must name at least one variable")
+        for variable in variables:
+            self._index_of(variable, name)
+        if len(set(variables)) != len(variables):
+            raise DataError(f"{name} names a variable twice")
+        return variables
+
+    def query(self, variables: str | Sequence[str], evidence: Any = None) -> Table:
+        """Exact posterior table of `variables` given `evidence`, by variable elimination.
+
+        Args:
+            variables: a variable name or a list of them (their joint posterior is returned).
+            evidence: dict {variable: state} or a DataFrame with one query per row (NaN/None
+                where a row has no evidence on that column); a DataFrame runs as one batched
+                contraction.
+
+        Returns:
+            `Table` whose values have shape (*n_states) or (n_queries, *n_states).
+
+        Raises:
+            DataError: unknown variables or states, evidence of probability zero.
+        """
+        self.check_fitted("query")
+        variables = self._variables_argument(variables, "variables")
+        codes, batched = self._encode_evidence(evidence)
+        observed = [j for j in range(codes.shape[1]) if bool((codes[:, j] >= 0).any())]
+        relevant = self._relevant(variables + [self.variables[j] for j in observed])
+        factors = self._factors()
+        operands = [factors[i] for i in relevant]
+        cards = dict(enumerate(self.cardinalities))
+        operands += list(ops.evidence_factors(codes[:, observed], observed, cards).values())
+        keep = tuple(self._position[v] for v in variables)
+        table, _ = ops.eliminate(operands, keep)
+        values = table.values
+        totals = values.reshape(values.shape[0], -1).sum(dim=1)
+        if (totals <= 0).any():
+            self._check_evidence_possible(codes, evidence)
+        values = values / totals.reshape(-1, *([1] * len(keep)))
+        if not batched:
+            values = values[0]
+        return Table(variables, {v: list(self._states_of(v)) for v in variables}, values)
+
+    def marginals(
+        self, evidence: Any = None, variables: Sequence[str] | None = None
+    ) -> dict[str, Tensor]:
+        """Posterior marginal of every variable, through a calibrated junction tree.
+
+        The junction tree and its clique potentials are built once and reused; evidence enters
+        as indicator vectors, so a DataFrame of evidence sets is one batched calibration.
+
+        Args:
+            evidence: dict {variable: state} or a DataFrame (one evidence set per row).
+            variables: which marginals to return (default all).
+
+        Returns:
+            variable -> tensor (n_states,) or (n_queries, n_states).
+        """
+        self.check_fitted("marginals")
+        names = (
+            self.variables
+            if variables is None
+            else self._variables_argument(variables, "variables")
+        )
+        codes, batched = self._encode_evidence(evidence)
+        pieces: dict[str, list[Tensor]] = {name: [] for name in names}
+        for _, _, log_evidence, found in self._calibrate(codes):
+            if torch.isinf(log_evidence).any():
+                self._check_evidence_possible(codes, evidence)
+            for name in names:
+                pieces[name].append(found[self._position[name]])
+        result = {name: torch.cat(parts) for name, parts in pieces.items()}
+        return result if batched else {name: values[0] for name, values in result.items()}
+
+    def map_query(self, variables: Sequence[str] | None = None, evidence: Any = None) -> Any:
+        """Most probable joint state of `variables` given `evidence` (MPE when None).
+
+        Returns:
+            dict {variable: state name} for dict evidence, or a DataFrame (one row per query)
+            for DataFrame evidence.
+        """
+        self.check_fitted("map_query")
+        codes, batched = self._encode_evidence(evidence)
+        observed = [j for j in range(codes.shape[1]) if bool((codes[:, j] >= 0).any())]
+        if variables is None:
+            variables = [
+                self.variables[j]
+                for j in range(codes.shape[1])
+                if not bool((codes[:, j] >= 0).all())
+            ]
+        else:
+            variables = self._variables_argument(variables, "variables")
+        self._check_evidence_possible(codes, evidence)
+        relevant = self._relevant(list(variables) + [self.variables[j] for j in observed])
+        factors = self._factors()
+        cards = dict(enumerate(self.cardinalities))
+        operands = [factors[i] for i in relevant]
+        operands += list(ops.evidence_factors(codes[:, observed], observed, cards).values())
+        assignment, _ = ops.max_eliminate(operands, [self._position[v] for v in variables])
+        labels = [
+            {v: self._states_of(v)[int(s)] for v, s in zip(variables, row)}
+            for row in assignment.tolist()
+        ]
+        if batched:
+            import pandas as pd
+
+            return pd.DataFrame(labels, columns=list(variables))
+        return labels[0]
