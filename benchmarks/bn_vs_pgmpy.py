@@ -16,10 +16,17 @@ Figures (each with time and ratio pgmpy / probgen):
    pathfinder and munin: probgen junction tree vs pgmpy `VariableElimination` per variable,
    run in a subprocess under a time cap (recorded as timed out, with how many it answered).
 
-Usage: python benchmarks/bn_vs_pgmpy.py [--quick] [--threads 1] [--cap 120] [--repeats 5]
-    [--only queries|sampling|structure|large ...]
-Writes benchmarks/results/bn_vs_pgmpy.json and prints a table; with `--only` it runs just the
-named sections and updates only their keys (and "machine") in the existing results file.
+0. the issue's call, `query([target], evidence=<300-row DataFrame>)` on the same three
+   networks (key "query_api"), pgmpy `VariableElimination.query` per row.
+
+Sections 0 and 1 (the headline ratios) run quiet and beside a CPU-burning process (`--load`,
+default both; rows carry "load"). Torch's thread count is left at its default so the library's
+own thread policy is measured (`--threads N` overrides it).
+
+Usage: python benchmarks/bn_vs_pgmpy.py [--quick] [--threads N] [--load both] [--cap 120]
+    [--repeats 5] [--only queries|sampling|structure|large ...] [--out PATH]
+Writes benchmarks/results/bn_vs_pgmpy.json (or `--out`) and prints a table; with `--only` it
+runs just the named sections and updates only their keys (and "machine") in the results file.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _load import add_options, apply_threads, load_modes, under
 
 warnings.filterwarnings("ignore")
 
@@ -101,6 +109,53 @@ def bench_queries(name: str, n_queries: int, repeats: int = 3, seed: int = 0) ->
         "pgmpy_queries_per_second": n_queries / theirs_time,
         "throughput_ratio": theirs_time / ours_time,
         "max_abs_difference": worst,
+    }
+
+
+def bench_query_api(name: str, n_rows: int = 300, repeats: int = 3, seed: int = 0) -> dict:
+    """`BayesianNetwork.query([target], evidence=<n_rows-row DataFrame>)`, the issue's call.
+
+    One query variable for every row, 3 random evidence variables per row (states from a
+    forward sample, so every row is possible); pgmpy's `VariableElimination.query` per row.
+    """
+    from pgmpy.inference import VariableElimination
+
+    from probgen.networks.bayesnet import BayesianNetwork
+
+    ours = BayesianNetwork.from_example(name)
+    rng = np.random.default_rng(seed)
+    target = str(rng.choice(ours.variables))
+    others = [v for v in ours.variables if v != target]
+    rows = ours.sample(n_rows, seed=seed, as_frame=True)
+    evidences = []
+    for index in range(n_rows):
+        chosen = rng.choice(others, 3, replace=False)
+        evidences.append({str(v): rows.iloc[index][v] for v in chosen})
+    frame = pd.DataFrame(evidences, columns=others)
+    ours.query([target], evidence=frame.iloc[:2])
+    engine = VariableElimination(pgmpy_model(name))
+    ours_time = theirs_time = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        table = ours.query([target], evidence=frame)
+        ours_time = min(ours_time, time.perf_counter() - start)
+        start = time.perf_counter()
+        answers = [
+            engine.query([target], evidence=evidence, show_progress=False)
+            for evidence in evidences
+        ]
+        theirs_time = min(theirs_time, time.perf_counter() - start)
+    order = [answers[0].state_names[target].index(s) for s in ours.states[target]]
+    theirs = np.stack([answer.values[order] for answer in answers])
+    return {
+        "network": name,
+        "target": target,
+        "n_rows": n_rows,
+        "repeats_best_of": repeats,
+        "probgen_seconds": ours_time,
+        "pgmpy_seconds": theirs_time,
+        "ratio": theirs_time / ours_time,
+        "max_abs_difference": float(np.abs(table.values.numpy() - theirs).max()),
     }
 
 
@@ -249,7 +304,8 @@ def bench_large(name: str, cap: float, n_evidence: int = 5, seed: int = 0) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 queries, short caps")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_options(parser)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     parser.add_argument("--cap", type=float, default=None, help="pgmpy cap on large networks")
     parser.add_argument(
         "--repeats", type=int, default=5, help="best of this many runs (queries, sampling)"
@@ -263,7 +319,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     sections = set(args.only or SECTIONS)
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     n_queries = 100 if args.quick else 1000
     cap = args.cap if args.cap is not None else (30.0 if args.quick else 120.0)
 
@@ -282,19 +338,35 @@ def main() -> None:
             "pgmpy": pgmpy.__version__,
             "quick": args.quick,
             "repeats_best_of": args.repeats,
+            "threads_option": args.threads,
+            "load_modes": load_modes(args.load),
         },
     }
     if "queries" in sections:
         results["queries"] = []
-    for name in ("alarm", "hepar2", "win95pts") if "queries" in sections else ():
-        row = bench_queries(name, n_queries, repeats=args.repeats)
-        results["queries"].append(row)
-        print(
-            f"queries  {name:9s} n={n_queries}: probgen {row['probgen_seconds']:.3f}s  "
-            f"pgmpy {row['pgmpy_seconds']:.2f}s  x{row['throughput_ratio']:.0f}  "
-            f"max|diff| {row['max_abs_difference']:.1e}",
-            flush=True,
-        )
+        results["query_api"] = []
+    for mode in load_modes(args.load) if "queries" in sections else ():
+        for name in ("alarm", "hepar2", "win95pts"):
+            with under(mode):
+                row = bench_query_api(name, 300, repeats=args.repeats)
+            row["load"] = mode
+            results["query_api"].append(row)
+            print(
+                f"query    {name:9s} 300 rows [{mode:6s}]: probgen {row['probgen_seconds']:.4f}s"
+                f"  pgmpy {row['pgmpy_seconds']:.2f}s  x{row['ratio']:.0f}  "
+                f"max|diff| {row['max_abs_difference']:.1e}",
+                flush=True,
+            )
+            with under(mode):
+                row = bench_queries(name, n_queries, repeats=args.repeats)
+            row["load"] = mode
+            results["queries"].append(row)
+            print(
+                f"marginals {name:9s} n={n_queries} [{mode:6s}]: probgen "
+                f"{row['probgen_seconds']:.3f}s  pgmpy {row['pgmpy_seconds']:.2f}s  "
+                f"x{row['throughput_ratio']:.0f}  max|diff| {row['max_abs_difference']:.1e}",
+                flush=True,
+            )
     if "sampling" in sections:
         row = bench_sampling(100_000, repeats=args.repeats)
         results["sampling"] = row
@@ -330,12 +402,12 @@ def main() -> None:
             f"  x>={row['ratio_lower_bound']:.0f}  max|diff| {row['max_abs_difference_on_done']}",
             flush=True,
         )
-    if args.only and RESULTS.exists():
+    if args.only and args.out.exists():
         # a partial run keeps the other sections' figures from the last full run
-        results = {**json.loads(RESULTS.read_text()), **results}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"wrote {RESULTS}")
+        results = {**json.loads(args.out.read_text()), **results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,13 @@
    enumerated out (one chain; draws per second; `--no-pyro` skips it).
 
 Usage:
-    python benchmarks/gmm_vs_sklearn.py [--quick] [--threads N] [--repeats N] [--no-pyro]
+    python benchmarks/gmm_vs_sklearn.py [--quick] [--threads N] [--load both] [--repeats N]
+        [--no-pyro] [--out PATH]
 
-Writes benchmarks/results/gmm_vs_sklearn.json and prints a table. Threads: torch and the BLAS
-under numpy/scikit-learn are both limited to --threads (default 1).
+Part 1 (the headline ratios) runs quiet and beside a CPU-burning process (`--load`, default
+both; each EM row carries "load"). Writes benchmarks/results/gmm_vs_sklearn.json (or `--out`)
+and prints a table. Threads: by default neither torch nor the BLAS under numpy/scikit-learn is
+limited (each library as a user gets it); `--threads N` limits both.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _load import add_options, apply_threads, load_modes, under
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -325,13 +329,14 @@ def _print_em_row(row: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
-    parser.add_argument("--threads", type=int, default=1)
+    add_options(parser)
+    parser.add_argument("--out", type=Path, default=None, help="results file")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-pyro", action="store_true", help="skip the Pyro NUTS reference")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     quick = args.quick
     repeats = args.repeats or (1 if quick else 3)
     if quick:
@@ -348,7 +353,13 @@ def main() -> None:
             f"{'case':>17} {'cov':>9} {'dtype':>7} {'ms/it ours':>11} {'ms/it sk':>10} "
             f"{'ratio':>7} {'fit rat':>8} {'dLL':>10}"
         )
-        report["em"] = em_comparison(cases, iterations, repeats, ("float64", "float32"))
+        report["machine"]["load_modes"] = load_modes(args.load)
+        report["em"] = []
+        for mode in load_modes(args.load):
+            print(f"[{mode}]")
+            with under(mode):
+                rows = em_comparison(cases, iterations, repeats, ("float64", "float32"))
+            report["em"] += [{**row, "load": mode} for row in rows]
         report["gibbs"] = gibbs_throughput(num_samples=100 if quick else 500, repeats=repeats)
         gibbs = report["gibbs"]
         print(
@@ -368,7 +379,7 @@ def main() -> None:
                 f"({nuts['warmup']} warmup + {nuts['num_samples']} draws in "
                 f"{nuts['seconds']:.1f} s)"
             )
-    out = ROOT / "benchmarks" / "results" / "gmm_vs_sklearn.json"
+    out = args.out or ROOT / "benchmarks" / "results" / "gmm_vs_sklearn.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwrote {out}")

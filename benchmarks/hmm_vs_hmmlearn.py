@@ -8,8 +8,11 @@ Cases (issue 2):
         200 sequences x 200 steps: probgen's `log_prob` against hmmlearn's `score`, each from
         the raw observations (input checks, emission densities and the forward pass).
 Both libraries start EM from the same parameters, so their final log-likelihoods must agree
-(to 1e-6 relative, float64). Every case runs once per torch intra-op thread count given with
-`--threads` (hmmlearn is single-threaded; it is timed again in each round, on the same data).
+(to 1e-6 relative, float64). By default torch's thread count is left alone, so the library's
+own thread policy is measured as a user gets it; every case runs once per thread count given
+with `--threads` (hmmlearn is single-threaded; it is timed again in each round, on the same
+data), and once quiet and once beside a CPU-burning process (`--load`, default both; each
+case carries "load").
 
 pomegranate (1.x, `pomegranate.hmm.DenseHMM`) is run in the same cases on the same data from the
 same starting parameters when it is installed (`pip install pomegranate==1.1.2`; it leaves torch
@@ -27,9 +30,9 @@ sufficient-statistic buffers in float32 whatever the model dtype. In the forward
 end probabilities are 1, so its `log_probability` is the same quantity as probgen's.
 
 Usage:
-    python benchmarks/hmm_vs_hmmlearn.py                # full sizes, 1 and 2 torch threads
-    python benchmarks/hmm_vs_hmmlearn.py --quick        # a few seconds
-    python benchmarks/hmm_vs_hmmlearn.py --threads 2    # one thread count only
+    python benchmarks/hmm_vs_hmmlearn.py                # full sizes, default threads, both loads
+    python benchmarks/hmm_vs_hmmlearn.py --quick --out /tmp/hmm.json   # a few seconds
+    python benchmarks/hmm_vs_hmmlearn.py --threads 1 2 --load quiet    # explicit thread counts
     python benchmarks/hmm_vs_hmmlearn.py --no-pomegranate   # skip pomegranate if installed
     python benchmarks/hmm_vs_hmmlearn.py --cases a --out /tmp/a.json   # case (a) only
 """
@@ -48,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _load import LOAD_CHOICES, load_modes, under
 from hmmlearn import hmm as hmmlearn_hmm
 
 import probgen
@@ -398,8 +402,15 @@ def main() -> None:
         "--threads",
         type=int,
         nargs="+",
-        default=[1, 2],
-        help="torch intra-op thread counts to run every case with (default: 1 2)",
+        default=None,
+        help="torch intra-op thread counts to run every case with (default: torch's own, "
+        "so probgen's thread policy is measured)",
+    )
+    parser.add_argument(
+        "--load",
+        choices=LOAD_CHOICES,
+        default="both",
+        help="quiet machine, beside a CPU-burning process, or both (default both)",
     )
     parser.add_argument(
         "--no-pomegranate", action="store_true", help="skip pomegranate even when installed"
@@ -424,9 +435,13 @@ def main() -> None:
     if pomegranate_available() and not args.no_pomegranate:
         pomegranate = getattr(torch, args.pomegranate_dtype)
     cases = []
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        cases.extend(run_cases(args.quick, pomegranate, "".join(args.cases)))
+    for mode in load_modes(args.load):
+        for threads in args.threads or [None]:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            with under(mode):
+                found = run_cases(args.quick, pomegranate, "".join(args.cases))
+            cases.extend({**case, "load": mode} for case in found)
 
     result = {
         "benchmark": "hmm_vs_hmmlearn",
@@ -436,7 +451,8 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
-            "torch_threads": args.threads,
+            "torch_threads": args.threads or "torch default",
+            "load_modes": load_modes(args.load),
             "note": "each case carries the torch intra-op thread count it ran with. probgen "
             "runs small problems (probgen.hmm.inference.THREADED_STEP_WORK), input checks "
             "included, on one intra-op thread whatever the setting; hmmlearn is "
@@ -458,16 +474,16 @@ def main() -> None:
 
     print(f"cpus {os.cpu_count()}; pomegranate: {result['versions']['pomegranate']}")
     header = (
-        f"{'case':<52}{'threads':>8}{'probgen s':>11}{'hmmlearn s':>12}{'speedup':>9}"
-        f"{'rel. dLL':>11}"
+        f"{'case':<52}{'load':>7}{'threads':>8}{'probgen s':>11}{'hmmlearn s':>12}"
+        f"{'speedup':>9}{'rel. dLL':>11}"
     )
     print(header)
     for case in cases:
         ours = case.get("probgen_seconds_per_iteration", case.get("probgen_seconds"))
         theirs = case.get("hmmlearn_seconds_per_iteration", case.get("hmmlearn_seconds"))
         print(
-            f"{case['case']:<52}{case['torch_threads']:>8}{ours:>11.4f}{theirs:>12.4f}"
-            f"{case['speedup_hmmlearn_over_probgen']:>8.1f}x"
+            f"{case['case']:<52}{case['load']:>7}{case['torch_threads']:>8}{ours:>11.4f}"
+            f"{theirs:>12.4f}{case['speedup_hmmlearn_over_probgen']:>8.1f}x"
             f"{case['relative_log_likelihood_difference']:>11.1e}"
         )
     print(f"(EM rows: seconds per iteration; written to {args.out})")

@@ -1,16 +1,20 @@
 """Our vectorised MH and our NUTS wrapper against Pyro's own MCMC on the posteriordb recipes.
 
 For each recipe, in one run on the same posterior: probgen `sample_chains(..., "mh")` (many
-chains in one batch), probgen `sample_chains(..., "nuts")` (Pyro's NUTS kernel through our
-`potential_fn`, 4 chains), Pyro's `MCMC(NUTS(model), num_chains=4)` and Pyro's
-`MCMC(RandomWalkKernel(model), num_chains=4)`. Figures: wall time (warmup included), minimum
-bulk ESS over the latent sites, ESS per second, maximum R-hat (both computed by
-`probgen.samplers.diagnostics`, ArviZ's definitions, on every method's draws), divergences.
-Writes benchmarks/results/samplers_vs_pyro.json and prints a table.
+chains in one batch: 32 long chains, and 256 x 2,000 as row "probgen_mh_256"), probgen
+`sample_chains(..., "nuts")` (Pyro's NUTS kernel through our `potential_fn`, 4 chains), Pyro's
+`MCMC(NUTS(model), num_chains=4)` and Pyro's `MCMC(RandomWalkKernel(model), num_chains=4)`.
+Figures: wall time (warmup included), minimum bulk ESS over the latent sites, ESS per second,
+maximum R-hat (both computed by `probgen.samplers.diagnostics`, ArviZ's definitions, on every
+method's draws), divergences.
+Every recipe runs quiet and beside a CPU-burning process (`--load`, default both: the quiet
+row under the recipe's name, the loaded one under "<name> [loaded]"). Torch's thread count is
+left at its default so the library's thread policy is measured (`--threads N` overrides it).
+Writes benchmarks/results/samplers_vs_pyro.json (or `--out`) and prints a table.
 
 Usage:
     python benchmarks/samplers_vs_pyro.py            # every recipe
-    python benchmarks/samplers_vs_pyro.py --quick    # eight schools only, shorter runs
+    python benchmarks/samplers_vs_pyro.py --quick --out /tmp/s.json   # eight schools, short
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+from _load import add_options, apply_threads, load_modes, under
 from pyro.infer import MCMC, NUTS, RandomWalkKernel
 from pyro.infer.autoguide import init_to_value
 from pyro.infer.mcmc.util import initialize_model
@@ -45,6 +50,7 @@ def settings(quick: bool, recipe: str) -> dict[str, dict[str, int]]:
     if quick:
         return {
             "probgen_mh": dict(chains=32, draws=4000, warmup=1000),
+            "probgen_mh_256": dict(chains=256, draws=2000, warmup=2000),
             "probgen_nuts": dict(chains=4, draws=300, warmup=300),
             "pyro_nuts": dict(chains=4, draws=300, warmup=300),
             "pyro_rw": dict(chains=4, draws=1000, warmup=500),
@@ -58,6 +64,8 @@ def settings(quick: bool, recipe: str) -> dict[str, dict[str, int]]:
         nuts = dict(chains=4, draws=500, warmup=500)
     return {
         "probgen_mh": dict(chains=32, draws=8000, warmup=2000),
+        # many short chains (issue 11): must reach max R-hat <= 1.01 too
+        "probgen_mh_256": dict(chains=256, draws=2000, warmup=2000),
         "probgen_nuts": nuts,
         "pyro_nuts": nuts,
         "pyro_rw": dict(chains=4, draws=2000, warmup=1000),
@@ -197,13 +205,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="eight schools only, short runs")
     parser.add_argument("--recipes", nargs="*", default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_options(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", default=str(Path(__file__).parent / "results" / "samplers_vs_pyro.json")
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     recipes = args.recipes or (["eight_schools"] if args.quick else RECIPES)
     results: dict[str, dict] = {}
     out = Path(args.out)
@@ -213,20 +221,29 @@ def main() -> None:
         previous = json.loads(out.read_text())
         if previous.get("quick") == args.quick:
             results = previous["results"]
-    for name in recipes:
-        module = importlib.import_module(f"probgen.recipes.{name}")
+    runs = [(name, mode) for name in recipes for mode in load_modes(args.load)]
+    for recipe, mode in runs:
+        name = recipe if mode == "quiet" else f"{recipe} [{mode}]"
+        module = importlib.import_module(f"probgen.recipes.{recipe}")
         posterior = module.build()
-        plan = settings(args.quick, name)
-        row = {
-            "run_at": time.strftime("%Y-%m-%d %H:%M"),
-            "settings": plan,
-            "probgen_mh": run_probgen(posterior, "mh", plan["probgen_mh"], args.seed),
-            "probgen_nuts": run_probgen(posterior, "nuts", plan["probgen_nuts"], args.seed),
-            "pyro_nuts": run_pyro(posterior, "nuts", plan["pyro_nuts"], args.seed),
-            "pyro_rw": run_pyro(posterior, "rw", plan["pyro_rw"], args.seed),
-        }
+        plan = settings(args.quick, recipe)
+        with under(mode):
+            row = {
+                "run_at": time.strftime("%Y-%m-%d %H:%M"),
+                "load": mode,
+                "settings": plan,
+                "probgen_mh": run_probgen(posterior, "mh", plan["probgen_mh"], args.seed),
+                "probgen_mh_256": run_probgen(
+                    posterior, "mh", plan["probgen_mh_256"], args.seed
+                ),
+                "probgen_nuts": run_probgen(posterior, "nuts", plan["probgen_nuts"], args.seed),
+                "pyro_nuts": run_pyro(posterior, "nuts", plan["pyro_nuts"], args.seed),
+                "pyro_rw": run_pyro(posterior, "rw", plan["pyro_rw"], args.seed),
+            }
         row["ratios"] = {
             "ess_per_s_probgen_mh_over_pyro_nuts": row["probgen_mh"]["ess_per_s"]
+            / row["pyro_nuts"]["ess_per_s"],
+            "ess_per_s_probgen_mh_256_over_pyro_nuts": row["probgen_mh_256"]["ess_per_s"]
             / row["pyro_nuts"]["ess_per_s"],
             "ess_per_s_probgen_nuts_over_pyro_nuts": row["probgen_nuts"]["ess_per_s"]
             / row["pyro_nuts"]["ess_per_s"],
@@ -241,7 +258,7 @@ def main() -> None:
             f"{'sampler':14s} {'time_s':>8s} {'min_ess':>9s} {'ess/s':>9s} {'max_rhat':>9s}"
             f" {'div':>4s}"
         )
-        for sampler in ("probgen_mh", "probgen_nuts", "pyro_nuts", "pyro_rw"):
+        for sampler in ("probgen_mh", "probgen_mh_256", "probgen_nuts", "pyro_nuts", "pyro_rw"):
             f = row[sampler]
             print(
                 f"{sampler:14s} {f['time_s']:8.1f} {f['min_ess_bulk']:9.0f} "

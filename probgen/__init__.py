@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "FitError": "probgen.core.errors",
     "ConvergenceWarning": "probgen.core.errors",
     "check_density": "probgen.core.testing",
+    "set_num_threads": "probgen.core.threads",
     # explicit-likelihood models
     "HMM": "probgen.hmm",
     "BayesianNetwork": "probgen.networks",

@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     infer = commands.add_parser("infer", help="run a Bayesian inference experiment (TOML)")
     infer.add_argument("config", help="experiment config (.toml)")
-    infer.add_argument("--out", help="results folder (default: from the config)")
+    infer.add_argument("--out", help="results folder (default: ./results/NAME)")
     infer.set_defaults(handler=_infer)
     return parser
 
@@ -222,7 +222,8 @@ def _score(arguments: argparse.Namespace) -> int:
     model = load(arguments.model)
     data = _read_for_model(model, arguments.data)
     with torch.no_grad():
-        scores = model.log_prob(data).detach().cpu().numpy()
+        # One example given as a bare row scores as a 0-d tensor.
+        scores = np.atleast_1d(model.log_prob(data).detach().cpu().numpy())
     kind = str(model.log_prob_kind)
     print(f"log_prob_kind: {kind}")
     print(f"examples: {len(scores)}")
@@ -238,7 +239,8 @@ def _infer(arguments: argparse.Namespace) -> int:
     from probgen.experiments.runner import run_file
 
     out = run_file(arguments.config, out_dir=arguments.out)
-    print(f"results written to {out}")
+    print((out / "comparison.md").read_text(), end="")
+    print(f"results written to {out.resolve()}")
     return 0
 
 

@@ -58,6 +58,8 @@ def read_data(
         raise DataError(f"data file {str(path)!r} must end in .csv or .npy")
     if path.suffix.lower() == ".npy":
         array = _load_npy(path)
+        if array.ndim == 0:
+            raise DataError(f"data file {str(path)!r} holds a single value, not an array")
         if sequences and array.ndim >= 2:
             return list(array) if array.ndim >= 3 else [array]
         return array

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from probgen.cli import main
+from probgen.core.io import load
 
 
 def test_list_shows_recipes(capsys):
@@ -46,19 +48,41 @@ def test_fit_sample_score_round_trip(tmp_path, capsys):
     assert len(pd.read_csv(scores)) == 3
 
 
+def _direct_fit(recipe_name, data, *, smoke=True):
+    """The same recipe fitted through the Python API, to compare the command's model with."""
+    from probgen.recipes import registry
+
+    recipe = registry.get(recipe_name)
+    model = recipe.build(**(recipe.smoke.get("build", {}) if smoke else {}))
+    return model.fit(data, **(recipe.smoke_fit if smoke else {}))
+
+
+def _assert_same_model(path, expected, data):
+    """The written model has the direct fit's parameters and scores, not the recipe data's."""
+    written = load(path)
+    actual_state, expected_state = written.state_dict(), expected.state_dict()
+    assert actual_state.keys() == expected_state.keys()
+    for key, value in expected_state.items():
+        torch.testing.assert_close(actual_state[key], value, msg=key)
+    torch.testing.assert_close(written.log_prob(data), expected.log_prob(data))
+
+
 def test_fit_from_data_file_and_toml_config(tmp_path):
     rolls = np.random.default_rng(0).integers(0, 6, size=(4, 50))
     np.save(tmp_path / "rolls.npy", rolls)
     config = tmp_path / "casino.toml"
     config.write_text('recipe = "hmm_casino"\ndata = "rolls.npy"\nsmoke = true\n')
     assert main(["fit", str(config), "--out", str(tmp_path / "m.probgen")]) == 0
+    sequences = list(rolls)
+    _assert_same_model(tmp_path / "m.probgen", _direct_fit("hmm_casino", sequences), sequences)
 
 
 def test_sequences_from_folder(tmp_path):
     folder = tmp_path / "seqs"
     folder.mkdir()
-    for index in range(3):
-        np.save(folder / f"s{index}.npy", np.arange(10 + index) % 6)
+    sequences = [np.arange(10 + index) % 6 for index in range(3)]
+    for index, sequence in enumerate(sequences):
+        np.save(folder / f"s{index}.npy", sequence)
     assert (
         main(
             [
@@ -73,6 +97,7 @@ def test_sequences_from_folder(tmp_path):
         )
         == 0
     )
+    _assert_same_model(tmp_path / "m.probgen", _direct_fit("hmm_casino", sequences), sequences)
 
 
 @pytest.mark.parametrize(
@@ -121,6 +146,12 @@ def test_bayesian_network_csv_uses_variable_and_state_names(tmp_path, capsys):
         main(["fit", "bn_asia", "--data", str(draws), "--out", str(tmp_path / "refit.probgen")])
         == 0
     )
+    frame = pd.read_csv(draws)
+    direct = _direct_fit("bn_asia", frame, smoke=False)
+    refit = load(tmp_path / "refit.probgen")
+    for variable in direct.variables:
+        torch.testing.assert_close(refit.table(variable), direct.table(variable))
+    torch.testing.assert_close(refit.log_prob(frame), direct.log_prob(frame))
 
 
 def test_infer_runs_an_experiment_config(tmp_path, capsys):

@@ -35,6 +35,7 @@ from collections.abc import Callable
 import torch
 
 from probgen.core.errors import DataError
+from probgen.core.threads import small_op_loop
 
 LogDensityFn = Callable[[torch.Tensor, float], torch.Tensor]
 TransitionFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
@@ -110,6 +111,7 @@ def check_betas(betas: torch.Tensor | list[float], name: str = "betas") -> torch
     return betas
 
 
+@small_op_loop()
 def annealed_importance_sampling(
     initial_state: torch.Tensor,
     log_unnormalized: LogDensityFn,

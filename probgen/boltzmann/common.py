@@ -117,7 +117,12 @@ def check_positive_float(value: Any, name: str, *, allow_zero: bool = False) -> 
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise DataError(f"{name} must be a finite number {bound}, got {value!r}")
+    if value > _FLOAT32_MAX:  # the machines compute in float32, where this overflows
+        raise DataError(f"{name} must be at most {_FLOAT32_MAX:.3g}, got {value!r}")
     return value
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def check_fraction(value: Any, name: str) -> float:

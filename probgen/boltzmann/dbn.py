@@ -7,8 +7,10 @@ sigmoid layers: sampling runs Gibbs (or exact sampling) in the top RBM and then 
 lower layer from its conditional.
 
 `log_prob` of a DBN with more than one layer is a Monte Carlo estimate of the variational
-lower bound that uses the recognition conditionals q(h_{l+1} | h_l) (kind LOWER_BOUND); its
-top term uses the top RBM's partition function (exact when small, AIS otherwise).
+lower bound that uses the recognition conditionals q(h_{l+1} | h_l); its top term uses the top
+RBM's partition function. Its kind is LOWER_BOUND when that log Z is exact (the top RBM's
+enumerated layer has at most `exact_max_units` units) and ESTIMATE when log Z comes from AIS,
+whose error can push the value above log p(x).
 
 Example:
     >>> import torch
@@ -139,9 +141,13 @@ class DBN(KeepsSavedDtype, Model):
             )
         self.layers = nn.ModuleList(layers)
         self.event_shape = layers[0].event_shape
-        self.log_prob_kind = (
-            layers[0].log_prob_kind if len(layers) == 1 else LogProbKind.LOWER_BOUND
-        )
+        self.log_prob_kind = layers[0].log_prob_kind if len(layers) == 1 else self._deep_kind()
+
+    def _deep_kind(self) -> LogProbKind:
+        """LOWER_BOUND with the top layer's exact log Z; with AIS's estimate of it the value
+        carries AIS's error (either sign), so it is only an ESTIMATE."""
+        exact_top = self.layers[-1].log_prob_kind == LogProbKind.EXACT
+        return LogProbKind.LOWER_BOUND if exact_top else LogProbKind.ESTIMATE
 
     def get_config(self) -> dict[str, Any]:
         # The derived config skips **rbm_options; they are constructor arguments too.
@@ -222,7 +228,8 @@ class DBN(KeepsSavedDtype, Model):
         return state.reshape(n, *self.event_shape)
 
     def log_prob(self, x: Any) -> torch.Tensor:
-        """log p(x) for one layer; for deeper DBNs a Monte Carlo variational lower bound."""
+        """log p(x) for one layer; for deeper DBNs a Monte Carlo variational lower bound (an
+        estimate of it when the top layer's log Z comes from AIS: see `log_prob_kind`)."""
         self.check_fitted("log_prob")
         if len(self.layers) == 1:
             return self.layers[0].log_prob(x)

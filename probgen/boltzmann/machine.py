@@ -40,6 +40,8 @@ from probgen.boltzmann.common import (
 from probgen.boltzmann.rbm_functions import bernoulli
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError, FitError
+from probgen.core.progress import progress_bar
+from probgen.core.threads import small_op_loop, small_op_threads
 
 FIT_METHODS = ("auto", "exact", "pcd")
 
@@ -375,6 +377,7 @@ class BoltzmannMachine(EnergyModel):
         )
         return states[index].to(self.dtype)
 
+    @small_op_loop(lambda self, n, *_: n * self.n_units**2)
     def _sample_gibbs(self, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
         x = self.initial_state(n, generator=generator)
         for _ in range(steps):
@@ -399,8 +402,6 @@ class BoltzmannMachine(EnergyModel):
             DataError: malformed data.
             FitError: the parameters diverged; the last good values are kept.
         """
-        from tqdm.auto import tqdm
-
         x, _ = self._check_visible(data, "data")
         epochs, generator, show = self._fit_arguments(n_epochs, seed, progress)
         method = self.method
@@ -425,10 +426,11 @@ class BoltzmannMachine(EnergyModel):
         )
         data_first = x.mean(0)
         data_second = x.T @ x / n_rows
-        for _ in tqdm(range(epochs), desc="BoltzmannMachine", disable=not show, leave=False):
+        for _ in progress_bar(None, "BoltzmannMachine", show, iterable=range(epochs)):
             snapshot = (self.couplings.detach().clone(), self.biases.detach().clone())
             started = time.perf_counter()
-            with torch.no_grad():
+            # One epoch of small ops: the library's thread policy (probgen.core.threads).
+            with torch.no_grad(), small_op_threads(self.batch_size * self.n_units**2, x):
                 if method == "exact":
                     model_first, model_second = bm_exact_moments(
                         self.couplings.double(), self.biases.double()

@@ -86,10 +86,15 @@ class RBM(RBMSampling, RBMFitting, EnergyModel):
         learn_variance: learn Gaussian visible variances (else they stay at the data's).
         variance_learning_rate_scale: the variances' learning rate relative to the others.
         init_std: standard deviation of the initial weights.
-        monitor: ``"auto"`` or a list of figures recorded in `history_` after every epoch:
-            ``"reconstruction_error"``, ``"pseudo_log_likelihood"``, ``"log_likelihood"``
-            (exact; only where the partition function is cheap). ``()`` records nothing.
-        monitor_size: rows of the training data (a fixed random subset) used for monitoring.
+        monitor: figures recorded in `history_` after every epoch. ``"auto"`` records the
+            ``"reconstruction_error"`` of a fixed tenth of the rows (at most `monitor_size`),
+            which costs a few percent of an epoch. A list chooses among
+            ``"reconstruction_error"``, ``"pseudo_log_likelihood"`` (exact; about 70 training
+            rows' work per monitored row with 64 visible units, so ~10x an epoch on 1000 rows)
+            and ``"log_likelihood"`` (exact log Z: only where enumeration is cheap, and it can
+            still cost many epochs), each over `monitor_size` rows. ``()`` records nothing.
+        monitor_size: at most this many rows (a fixed random subset of the training data,
+            and the first validation rows) are monitored.
         progress: show a tqdm progress bar over epochs.
         exact_max_units: log_prob is exact (EXACT kind) when the enumerated layer has at most
             this many units; beyond it log_prob uses AIS (ESTIMATE kind).
@@ -101,7 +106,8 @@ class RBM(RBMSampling, RBMFitting, EnergyModel):
 
     Attributes:
         history_: one dict per epoch (``epoch``, ``learning_rate``, ``seconds`` and the
-            monitored figures; ``validation_*`` too when `fit` gets validation data).
+            monitored figures; ``validation_*`` too when `fit` gets validation data;
+            ``swap_acceptance``, the share of tempering swaps accepted, with n_temperatures > 1).
         n_iter_: epochs completed.
 
     Example:

@@ -32,6 +32,7 @@ from probgen.boltzmann.rbm_functions import (
 )
 from probgen.core.data import check_positive_int
 from probgen.core.errors import DataError
+from probgen.core.threads import small_op_loop
 
 
 class RBMSampling:
@@ -132,6 +133,7 @@ class RBMSampling:
 
 
     # ---- sampling (`sample` itself is EnergyModel's) ---------------------------------------
+    @small_op_loop(lambda self, n, *_: n * int(self.weights.numel()))
     def _sample_gibbs(self, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
         params = self.params()
         base = self.base_rates()

@@ -66,6 +66,51 @@ def parameter_list(params: RBMParams) -> list[torch.Tensor]:
     return tensors
 
 
+def swap_neighbours(
+    params: RBMParams,
+    base: BaseRates,
+    chains: torch.Tensor,
+    betas: list[float],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | int, int]:
+    """Parallel-tempering swaps of neighbouring chains, even pairs then odd pairs.
+
+    Row r of chain i (at inverse temperature ``betas[i]``) trades states with row r of chain
+    i + 1 with the Metropolis probability ``min(1, p_i(v_j) p_j(v_i) / (p_i(v_i) p_j(v_j)))``
+    of the tempered path (`tempered_log_unnormalized`). `chains` (n_temperatures, rows, width)
+    is updated in place.
+
+    Returns:
+        (chains, swaps accepted (a 0-dim tensor), swaps attempted), counted over rows and
+        pairs.
+    """
+    accepted = attempted = 0
+    for offset in (0, 1):
+        for i in range(offset, len(betas) - 1, 2):
+            beta_i, beta_j = betas[i], betas[i + 1]
+            v_i, v_j = chains[i], chains[i + 1]
+            log_accept = (
+                tempered_log_unnormalized(params, base, v_j, beta_i)
+                + tempered_log_unnormalized(params, base, v_i, beta_j)
+                - tempered_log_unnormalized(params, base, v_i, beta_i)
+                - tempered_log_unnormalized(params, base, v_j, beta_j)
+            )
+            uniform = torch.rand(
+                log_accept.shape,
+                generator=generator,
+                dtype=log_accept.dtype,
+                device=log_accept.device,
+            )
+            accept = (torch.log(uniform) < log_accept)[:, None]
+            chains[i], chains[i + 1] = (
+                torch.where(accept, v_j, v_i),
+                torch.where(accept, v_i, v_j),
+            )
+            accepted = accept.sum() + accepted  # a tensor: no device sync per update
+            attempted += accept.shape[0]
+    return chains, accepted, attempted
+
+
 class _FusedViews(NamedTuple):
     """Views of the fused PCD-1 buffers for one batch size (see `TrainingState`)."""
 
@@ -177,6 +222,14 @@ class TrainingState:
             self._fused_views[batch] = views
         return views
 
+    def take_swap_acceptance(self) -> float | None:
+        """Share of tempering swaps accepted since the last call (None without tempering)."""
+        if self.tempered_chains is None or self.swap_attempts == 0:
+            return None
+        rate = float(self.swap_accepts) / self.swap_attempts
+        self.swap_accepts, self.swap_attempts = 0, 0
+        return rate
+
     def _negative_from_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k Gibbs sweeps starting from hidden states; returns (v_negative, p(h | v_negative))."""
         settings, params, generator = self.settings, self.params, self.generator
@@ -208,28 +261,9 @@ class TrainingState:
                     for i, beta in enumerate(self.betas)
                 ]
             )
-        # Swap neighbours (even pairs, then odd pairs) with the Metropolis acceptance rule.
-        for offset in (0, 1):
-            for i in range(offset, len(self.betas) - 1, 2):
-                beta_i, beta_j = self.betas[i], self.betas[i + 1]
-                v_i, v_j = chains[i], chains[i + 1]
-                log_accept = (
-                    tempered_log_unnormalized(params, base, v_j, beta_i)
-                    + tempered_log_unnormalized(params, base, v_i, beta_j)
-                    - tempered_log_unnormalized(params, base, v_i, beta_i)
-                    - tempered_log_unnormalized(params, base, v_j, beta_j)
-                )
-                uniform = torch.rand(
-                    log_accept.shape,
-                    generator=generator,
-                    dtype=log_accept.dtype,
-                    device=log_accept.device,
-                )
-                accept = (torch.log(uniform) < log_accept)[:, None]
-                chains[i], chains[i + 1] = (
-                    torch.where(accept, v_j, v_i),
-                    torch.where(accept, v_i, v_j),
-                )
+        chains, accepted, attempted = swap_neighbours(params, base, chains, self.betas, generator)
+        self.swap_accepts += accepted
+        self.swap_attempts += attempted
         self.tempered_chains = chains
         visible = chains[0]
         return visible, torch.sigmoid(hidden_preactivation(params, visible))

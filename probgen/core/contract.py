@@ -256,6 +256,8 @@ class Model(nn.Module):
         else:
             if not isinstance(seed, (int,)) or isinstance(seed, bool):
                 raise DataError(f"seed must be an int, a torch.Generator or None, got {seed!r}")
+            if not -(2**63) <= seed < 2**64:  # torch's seed range; beyond it torch overflows
+                raise DataError(f"seed must lie in [-2**63, 2**64), got {seed!r}")
             generator.manual_seed(int(seed))
         return generator
 

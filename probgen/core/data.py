@@ -161,7 +161,7 @@ def as_tensor(
             raise DataError(f"{name} contains NaN values")
     needs_values = integer or min_value is not None or max_value is not None
     if not needs_values:
-        return tensor if dtype is None and device is None else tensor.to(device=device, dtype=dtype)
+        return _cast(tensor, name, dtype, device)
     finite = tensor[~torch.isnan(tensor)] if tensor.is_floating_point() else tensor
     if integer and tensor.is_floating_point() and finite.numel():
         if not torch.equal(finite, finite.round()):
@@ -175,9 +175,20 @@ def as_tensor(
             raise DataError(
                 f"{name} has value {finite.max().item():g} above the largest allowed {max_value:g}"
             )
-    if dtype is not None or device is not None:
-        tensor = tensor.to(device=device, dtype=dtype)
-    return tensor
+    return _cast(tensor, name, dtype, device)
+
+
+def _cast(
+    tensor: torch.Tensor, name: str, dtype: torch.dtype | None, device: torch.device | str | None
+) -> torch.Tensor:
+    if dtype is None and device is None:
+        return tensor
+    cast = tensor.to(device=device, dtype=dtype)
+    if cast.is_floating_point() and tensor.is_floating_point() and cast.dtype != tensor.dtype:
+        # float64 values beyond float32's range become infinite when cast down.
+        if bool(torch.isinf(cast).any()):
+            raise DataError(f"{name} has values too large for {cast.dtype}")
+    return cast
 
 
 def as_sequences(
@@ -221,7 +232,12 @@ def as_sequences(
         parts = []
         for index, item in enumerate(data):
             item_name = f"{name}[{index}]"
-            if hasattr(item, "__len__") and not isinstance(item, str) and len(item) == 0:
+            if (
+                hasattr(item, "__len__")
+                and not isinstance(item, str)
+                and getattr(item, "ndim", 1) != 0  # a 0-d array or tensor has no len()
+                and len(item) == 0
+            ):
                 raise DataError(f"{item_name} has length 0; sequences need at least one step")
             tensor = as_tensor(item, item_name, **{**checks, "event_shape": None})
             if tensor.dim() == len(event_shape):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from probgen.core.errors import DataError
+
 
 def kmeans(
     values: torch.Tensor, n_clusters: int, generator: torch.Generator, n_iter: int = 25
@@ -47,6 +49,9 @@ def kmeans(
     closest = ((values - values[first]) ** 2).sum(-1)
     for _ in range(1, n_clusters):
         total = closest.sum()
+        if not bool(torch.isfinite(total)):
+            # Squared distances overflow (values near the dtype's limit, or infinite).
+            raise DataError("data values are too large (or infinite) to cluster: rescale them")
         if total <= 0:
             pick = int(torch.randint(n_values, (1,), generator=generator, device=generator.device))
         else:

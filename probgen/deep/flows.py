@@ -298,7 +298,10 @@ class Flow(RenamedSettings, Model):
                 f"{name} has shape {tuple(tensor.shape)}; give a batch of shape (n, {self.dim})"
             )
         batch_shape = tensor.shape[:-1]
-        return tensor.reshape(-1, self.dim).to(self.device, self.dtype), batch_shape
+        converted = tensor.reshape(-1, self.dim).to(self.device, self.dtype)
+        if converted.is_floating_point() and bool(torch.isinf(converted).any()):
+            raise DataError(f"{name} has values too large for the model's dtype {self.dtype}")
+        return converted, batch_shape
 
     def _check_context(self, context: Any, n: int, name: str = "context") -> torch.Tensor | None:
         if self.context_dim is None:

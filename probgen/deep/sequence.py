@@ -43,7 +43,7 @@ class SequenceModel(RenamedSettings, Model):
         n_layers: recurrent or transformer layers.
         n_heads: attention heads (transformer).
         max_length: longest context of the transformer (its learned positions); longer
-            sequences are refused by `log_prob` and sampled with a sliding window.
+            sequences are refused by `log_prob`, and by `sample` (prompt plus draws).
         dropout: dropout between layers during training.
         seq_length: window length when `fit` gets one long string (default min(128,
             max_length)).
@@ -289,6 +289,11 @@ class SequenceModel(RenamedSettings, Model):
         Returns:
             Long tensor (n, length) of codes. With temperature 1 and no truncation the draws
             follow exp(log_prob) exactly.
+
+        Raises:
+            DataError: bad settings, or (transformer) a prompt plus `length` longer than
+                `max_length`: the model has no positions beyond it, and `log_prob` could not
+                score such a sequence.
         """
         self.check_fitted("sample")
         n = check_positive_int(n, "n")
@@ -306,16 +311,22 @@ class SequenceModel(RenamedSettings, Model):
         if prompt is not None:
             prompt_codes = self._prompt_codes(prompt)
             context = torch.cat([begin, prompt_codes.expand(n, -1)], 1)
+        if self.arch == "transformer" and context.shape[1] - 1 + length > self.max_length:
+            prompt_tokens = context.shape[1] - 1
+            with_prompt = f" after a prompt of {prompt_tokens} tokens" if prompt_tokens else ""
+            room = self.max_length - prompt_tokens
+            advice = f"ask for at most {room} tokens" if room > 0 else "shorten the prompt"
+            raise DataError(
+                f"length={length}{with_prompt} exceeds this transformer's max_length="
+                f"{self.max_length} (prompt plus draws; log_prob refuses such sequences too): "
+                f"{advice}, or build the model with a larger max_length"
+            )
         draws = torch.empty(n, length, dtype=torch.long, device=device)
         with torch.no_grad():
             if self.arch == "transformer":
                 history = context
                 for step in range(length):
-                    window = history
-                    if window.shape[1] > self.max_length:
-                        # Slide: keep the begin token and the latest max_length - 1 tokens.
-                        window = torch.cat([begin, history[:, -(self.max_length - 1) :]], 1)
-                    logits, _ = self.next_token_logits(window)
+                    logits, _ = self.next_token_logits(history)
                     token = _draw(logits[:, -1], generator, temperature, top_k, top_p)
                     draws[:, step] = token
                     history = torch.cat([history, token[:, None]], 1)

@@ -20,15 +20,45 @@ def plot_samples(samples: Any, folder: str | Path) -> list[Path]:
 
 
 def plot_comparison(table: Any, path: str | Path) -> Path:
-    """Bar chart of ESS per second by method (log scale)."""
+    """Bar chart of ESS per second by method (log scale), written to `path`.
+
+    Methods whose ``converged`` column is False are drawn as hatched grey bars labelled
+    "NOT CONVERGED", so they never look like the winner.
+    """
+    path = Path(path)
+    comparison_figure(table).savefig(path, dpi=80)
+    return path
+
+
+def comparison_figure(table: Any) -> Any:
+    """The matplotlib `Figure` of `plot_comparison`."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5, 0.6 + 0.5 * len(table)))
+    labels = list(map(str, table.index))
+    values = table["ess_per_s"].to_numpy(dtype=float)
+    converged = (
+        table["converged"].to_numpy(dtype=bool)
+        if "converged" in table
+        else [True] * len(labels)
+    )
+    figure = Figure(figsize=(5.5, 0.6 + 0.5 * len(table)))
     axis = figure.add_subplot()
-    axis.barh(list(map(str, table.index)), table["ess_per_s"].to_numpy())
+    bars = axis.barh(labels, values)
+    for bar, ok, value in zip(bars, converged, values, strict=True):
+        if ok:
+            continue
+        bar.set_facecolor("lightgrey")
+        bar.set_edgecolor("dimgrey")
+        bar.set_hatch("//")
+        bar.set_label("NOT CONVERGED")
+        axis.annotate(
+            " NOT CONVERGED",
+            (value, bar.get_y() + bar.get_height() / 2),
+            va="center",
+            fontsize=8,
+            color="firebrick",
+        )
     axis.set_xscale("log")
     axis.set_xlabel("min bulk ESS per second")
     figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=80)
-    return path
+    return figure

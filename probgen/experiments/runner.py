@@ -4,8 +4,13 @@ The folder holds: ``config.toml`` (a copy, when run from a file) and ``config.js
 config), one folder per method with ``samples.safetensors`` (written as the run goes, so an
 interrupted run leaves its draws readable), ``summary.csv``, ``trace.png`` and
 ``posterior.png``; ``comparison.csv`` / ``comparison.md`` (time, min bulk ESS, ESS per second,
-max R-hat, divergences per method), ``comparison.png``, and ``README.md`` saying what ran.
-Same config and seed, same numbers.
+max R-hat, divergences, convergence verdict per method), ``comparison.png``, and ``README.md``
+saying what ran. Same config and seed, same numbers.
+
+A method whose max R-hat exceeds `MAX_R_HAT` (1.01) or whose minimum bulk ESS is below
+`MIN_ESS_BULK` (400) has not converged: its ESS per second means nothing, so it is flagged in the
+table ("NOT CONVERGED"), the README, the plot (a hatched grey bar) and by a
+`ConvergenceWarning`, and it is never named the fastest method.
 
 Example:
     >>> import tempfile
@@ -27,13 +32,14 @@ import importlib.util
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from probgen.core.errors import DataError
+from probgen.core.errors import ConvergenceWarning, DataError
 from probgen.experiments.config import ExperimentConfig, load_toml, parse_config
 
 COMPARISON_COLUMNS = (
@@ -45,19 +51,26 @@ COMPARISON_COLUMNS = (
     "ess_per_s",
     "max_r_hat",
     "divergences",
+    "converged",
 )
 """Columns of ``comparison.csv`` and ``comparison.md``, one row per method label."""
+
+MAX_R_HAT = 1.01
+"""Largest max R-hat (rank-normalised split R-hat) of a converged method."""
+MIN_ESS_BULK = 400
+"""Smallest minimum bulk ESS of a converged method."""
 
 
 def run_file(path: str | Path, out_dir: str | Path | None = None, *, progress: bool = True) -> Path:
     """Run the experiment in the TOML file `path`; results go to `out_dir`.
 
-    Default folder: ``results/NAME`` beside the config file. Returns the folder.
+    Default folder: ``results/NAME`` in the current directory (relative paths inside the
+    config are read relative to the config file). Returns the folder.
     """
     path = Path(path)
     raw = load_toml(path)
     config = parse_config(raw, base_dir=path.parent)
-    folder = Path(out_dir) if out_dir is not None else path.parent / "results" / config.name
+    folder = Path(out_dir) if out_dir is not None else default_out_dir(config.name)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, folder / "config.toml")
     return _run(config, folder, progress)
@@ -70,11 +83,36 @@ def run(
     base_dir: str | Path = ".",
     progress: bool = True,
 ) -> Path:
-    """Run the experiment described by the dict `config` (same keys as the TOML file)."""
+    """Run the experiment described by the dict `config` (same keys as the TOML file).
+
+    Default folder: ``results/NAME`` in the current directory.
+    """
     checked = parse_config(config, base_dir=base_dir)
-    folder = Path(out_dir) if out_dir is not None else Path(base_dir) / "results" / checked.name
+    folder = Path(out_dir) if out_dir is not None else default_out_dir(checked.name)
     folder.mkdir(parents=True, exist_ok=True)
     return _run(checked, folder, progress)
+
+
+def default_out_dir(name: str) -> Path:
+    """``results/NAME`` under the current directory, where a command-line tool writes."""
+    return Path.cwd() / "results" / name
+
+
+def convergence_problems(max_r_hat: float, min_ess_bulk: float) -> list[str]:
+    """Why a method with these diagnostics has not converged (empty when it has).
+
+    Example:
+        >>> convergence_problems(1.02, 5000.0)
+        ['max R-hat 1.02 > 1.01']
+        >>> convergence_problems(1.001, 5000.0)
+        []
+    """
+    problems = []
+    if not max_r_hat <= MAX_R_HAT:
+        problems.append(f"max R-hat {max_r_hat:.3g} > {MAX_R_HAT}")
+    if not min_ess_bulk >= MIN_ESS_BULK:
+        problems.append(f"min bulk ESS {min_ess_bulk:.3g} < {MIN_ESS_BULK}")
+    return problems
 
 
 def build_target(config: ExperimentConfig) -> tuple[Any, dict[str, Any]]:
@@ -167,6 +205,15 @@ def _run(config: ExperimentConfig, folder: Path, progress: bool) -> Path:
         if config.plots:
             plot_samples(samples, method_folder)
         min_ess = float(np.nanmin(summary["ess_bulk"].to_numpy()))
+        max_r_hat = float(np.nanmax(summary["r_hat"].to_numpy()))
+        problems = convergence_problems(max_r_hat, min_ess)
+        if problems:
+            warnings.warn(
+                f"method {method.label!r} has not converged ({'; '.join(problems)}): its ESS "
+                "per second is meaningless; run more warmup/draws or change its settings",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         rows[method.label] = {
             "method": method.method,
             "chains": method.chains,
@@ -174,11 +221,14 @@ def _run(config: ExperimentConfig, folder: Path, progress: bool) -> Path:
             "time_s": elapsed,
             "min_ess_bulk": min_ess,
             "ess_per_s": min_ess / elapsed if elapsed > 0 else float("nan"),
-            "max_r_hat": float(np.nanmax(summary["r_hat"].to_numpy())),
+            "max_r_hat": max_r_hat,
             "divergences": samples.num_divergences,
+            "converged": not problems,
+            "problems": "; ".join(problems),
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "label"
+    problems = table.pop("problems")
     table.to_csv(folder / "comparison.csv")
     (folder / "comparison.md").write_text(_markdown(table))
     if config.plots:
@@ -192,7 +242,7 @@ def _run(config: ExperimentConfig, folder: Path, progress: bool) -> Path:
     readme = (
         f"# {config.name}\n\n"
         f"probgen infer ran {methods} on model {what} with seed {config.seed}, "
-        f"on {stamp}.\n\n{_markdown(table)}"
+        f"on {stamp}.\n\n{_markdown(table)}\n{_verdict(table, problems)}"
     )
     (folder / "README.md").write_text(readme)
     return folder
@@ -203,5 +253,25 @@ def _markdown(table: Any) -> str:
     lines = ["| label | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
     for label, row in table.iterrows():
         cells = [f"{row[c]:.3g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        cells[columns.index("converged")] = "yes" if row["converged"] else "**NOT CONVERGED**"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _verdict(table: Any, problems: Any) -> str:
+    """README paragraph: which methods did not converge, and the fastest one that did."""
+    lines = []
+    for label, row in table.iterrows():
+        if not row["converged"]:
+            lines.append(
+                f"**Warning: {label} has NOT CONVERGED** ({problems[label]}; the bar is max "
+                f"R-hat <= {MAX_R_HAT} and min bulk ESS >= {MIN_ESS_BULK}): ignore its ESS per "
+                "second.\n"
+            )
+    converged = table[table["converged"].astype(bool)]
+    if len(converged):
+        best = converged["ess_per_s"].astype(float).idxmax()
+        lines.append(f"Fastest converged method (min bulk ESS per second): {best}.\n")
+    else:
+        lines.append("No method converged.\n")
+    return "\n".join(lines)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from probgen.core.errors import DataError, FitError
+from probgen.core.threads import small_op_threads
 from probgen.fitting.batching import _batch_size_of, _Batches, _model_device
 from probgen.fitting.checkpoint import (
     CHECKPOINT_NAME,
@@ -85,6 +86,14 @@ def _mean_log_prob(
     return float(total) / max(count, 1)
 
 
+
+
+def _step_work(model: Any, *_: Any, batch_size: Any = 128, **__: Any) -> int | None:
+    """Per-step work of the loop (`probgen.core.threads`): examples x parameters."""
+    parameters = getattr(model, "parameters", None)
+    if not callable(parameters) or not isinstance(batch_size, int):
+        return None
+    return batch_size * sum(int(p.numel()) for p in parameters())
 
 
 def fit_model(
@@ -236,7 +245,7 @@ def fit_model(
     rng_context = (
         torch.random.fork_rng(devices=cuda_devices) if forked else contextlib.nullcontext()
     )
-    with rng_context:
+    with rng_context, small_op_threads(_step_work(model, batch_size=batch_size), device):
         if seed is not None:
             torch.manual_seed(int(seed))
         shuffle = torch.Generator()
@@ -345,9 +354,11 @@ def _run(
     parameters = list({id(p): p for item in optimised for p in item.parameters}.values())
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from probgen.core.progress import progress_bar
 
-        bar = tqdm(total=epochs, initial=state.epoch, desc=type(model).__name__, unit="epoch")
+        bar = progress_bar(
+            epochs, type(model).__name__, initial=state.epoch, unit="epoch", leave=True
+        )
     model.train()
     try:
         while state.epoch < epochs and not state.stopped:

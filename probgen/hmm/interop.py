@@ -101,8 +101,13 @@ class HMMInteropMixin:
                 "diag": (self.n_states, self.n_mix, self.n_features),
                 "spherical": (self.n_states, self.n_mix),
                 "full": (self.n_states, self.n_mix, self.n_features, self.n_features),
+                "tied": (self.n_states, self.n_features, self.n_features),
             }
             model.covars_ = storage.reshape(shape[self.covariance])
+        elif family == "multinomial":
+            model = hmmlearn_hmm.MultinomialHMM(n_trials=self.n_trials, **common)
+            model.n_features = self.n_features
+            model.emissionprob_ = array(self.emission_probs)
         elif family == "poisson":
             model = hmmlearn_hmm.PoissonHMM(**common)
             model.n_features = self.n_features
@@ -117,30 +122,55 @@ class HMMInteropMixin:
     def from_hmmlearn(cls: type[_Model], model: Any, **options: Any) -> _Model:
         """Build an HMM with the parameters of a fitted hmmlearn model (float64).
 
-        Supports `GaussianHMM`, `CategoricalHMM`, `GMMHMM` and `PoissonHMM`. `options` are
-        passed to the constructor (e.g. ``max_iter``).
+        Supports `GaussianHMM`, `CategoricalHMM`, `GMMHMM`, `PoissonHMM` and `MultinomialHMM`
+        (hmmlearn 0.3's: count vectors of ``n_trials`` draws per step), fitted or with
+        parameters assigned directly (hmmlearn sets ``n_features`` only when it validates a
+        model, so the sizes are read from the parameters). `options` are passed to the
+        constructor (e.g. ``max_iter``). A GaussianHMM's scalar ``covars_prior`` becomes
+        ``covariance_prior``, which probgen applies as hmmlearn does.
+
+        Raises:
+            DataError: another model class, or a GaussianHMM whose ``covars_prior`` or
+                ``covars_weight`` is not the scalar form probgen implements.
         """
         name = type(model).__name__
         n_states = int(model.n_components)
         if name == "CategoricalHMM":
-            hmm = cls(n_states, "categorical", n_symbols=int(model.n_features), **options)
+            n_symbols = int(np.shape(model.emissionprob_)[-1])
+            hmm = cls(n_states, "categorical", n_symbols=n_symbols, **options)
             params = {"emission_probs": model.emissionprob_}
         elif name == "GaussianHMM":
-            prior = model.covars_prior
-            options.setdefault("covariance_prior", float(np.mean(prior)))
+            prior = np.asarray(model.covars_prior, dtype=float)
+            weight = np.asarray(model.covars_weight, dtype=float)
+            n_features = int(np.shape(model.means_)[-1])
+            # hmmlearn divides by max(covars_weight - 1, 0) (diag, spherical) or
+            # max(covars_weight - n_features, 0) (full, tied) plus the state weight.
+            offset = 1 if model.covariance_type in ("diag", "spherical") else n_features
+            extra_weight = max(float(np.max(weight)) - offset, 0)
+            if np.ptp(prior) > 0 or np.ptp(weight) > 0 or extra_weight != 0:
+                raise DataError(
+                    "from_hmmlearn converts a GaussianHMM with one scalar covars_prior and the "
+                    "default covars_weight; probgen has no per-entry covariance prior"
+                )
+            if np.any(np.asarray(model.means_weight, dtype=float) != 0):
+                raise DataError("from_hmmlearn needs means_weight=0 (probgen has no mean prior)")
+            options.setdefault("covariance_prior", float(prior.reshape(-1)[0]))
             hmm = cls(
                 n_states,
                 "gaussian",
-                n_features=int(model.n_features),
+                n_features=n_features,
                 covariance=model.covariance_type,
                 **options,
             )
-            params = {"means": model.means_, "covariances": model._covars_}
+            params = {"means": model.means_, "covariances": np.asarray(model._covars_)}
         elif name == "GMMHMM":
+            if model.covariance_type != "spherical" and model.covars_prior is None:
+                # GMMHMM's default priors make its full, diag and tied m-steps maximum likelihood.
+                options.setdefault("covariance_prior", 0.0)
             hmm = cls(
                 n_states,
                 "gmm",
-                n_features=int(model.n_features),
+                n_features=int(np.shape(model.means_)[-1]),
                 n_mix=int(model.n_mix),
                 covariance=model.covariance_type,
                 **options,
@@ -151,12 +181,19 @@ class HMMInteropMixin:
                 "mixture_weights": model.weights_,
             }
         elif name == "PoissonHMM":
-            hmm = cls(n_states, "poisson", n_features=int(model.n_features), **options)
+            n_features = int(np.shape(model.lambdas_)[-1])
+            hmm = cls(n_states, "poisson", n_features=n_features, **options)
             params = {"rates": model.lambdas_}
+        elif name == "MultinomialHMM":
+            trials = np.unique(np.asarray(model.n_trials)) if model.n_trials is not None else []
+            options.setdefault("n_trials", int(trials[0]) if len(trials) == 1 else None)
+            n_features = int(np.shape(model.emissionprob_)[-1])
+            hmm = cls(n_states, "multinomial", n_features=n_features, **options)
+            params = {"emission_probs": model.emissionprob_}
         else:
             raise DataError(
-                f"from_hmmlearn supports GaussianHMM, CategoricalHMM, GMMHMM and PoissonHMM, "
-                f"not {name}"
+                "from_hmmlearn supports GaussianHMM, CategoricalHMM, GMMHMM, PoissonHMM and "
+                f"MultinomialHMM, not {name}"
             )
         hmm = hmm.double()
         return hmm.set_parameters(

@@ -18,37 +18,35 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-# Per-step work (n_sequences * n_states**2) up to which time-step loops run single-threaded.
-THREADED_STEP_WORK = 2**22
+from probgen.core.threads import THREADED_WORK, small_op_threads
+
+# Per-step work (n_sequences * n_states**2) up to which time-step loops run single-threaded
+# (the library-wide rule of `probgen.core.threads`).
+THREADED_STEP_WORK = THREADED_WORK
 
 _LN_2 = math.log(2.0)
 _LOG2_E = 1.0 / _LN_2
 
 
-@contextlib.contextmanager
-def step_loop_threads(tensor: torch.Tensor, n_sequences: int, n_states: int) -> Iterator[None]:
-    """Context for a time-step loop: one intra-op thread when the steps are small CPU work.
+def step_loop_threads(
+    tensor: torch.Tensor, n_sequences: int, n_states: int
+) -> contextlib.AbstractContextManager[None]:
+    """Context for a time-step loop: the thread policy of `probgen.core.threads`.
+
+    One intra-op thread while the steps are small CPU work (n_sequences * n_states**2 at most
+    `THREADED_STEP_WORK`), unless the user set `probgen.set_num_threads` or
+    `PROBGEN_NUM_THREADS`; the caller's setting is restored afterwards.
 
     Example:
         >>> with step_loop_threads(torch.zeros(1), 10, 3):
         ...     torch.get_num_threads()
         1
     """
-    threads = torch.get_num_threads()
-    small = n_sequences * n_states * n_states <= THREADED_STEP_WORK
-    if threads == 1 or tensor.device.type != "cpu" or not small:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    return small_op_threads(n_sequences * n_states * n_states, tensor)
 
 
 def length_mask(
@@ -256,7 +254,11 @@ def scale_emissions(
 
 
 def scale_state_major(
-    log_probs: torch.Tensor, mask_tm: torch.Tensor | None = None, *, base_two: bool = False
+    log_probs: torch.Tensor,
+    mask_tm: torch.Tensor | None = None,
+    *,
+    base_two: bool = False,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Emission log-densities to per-step scaled probabilities, in place, state-major.
 
@@ -273,10 +275,15 @@ def scale_state_major(
             `base_two`); overwritten.
         mask_tm: (max_length, n_sequences) bool, True on real steps; None when all are real.
         base_two: whether `log_probs` holds base-two logarithms.
+        out: where to write the probabilities instead of `log_probs`, e.g. a float32 buffer
+            for float64 log-densities: the shift is taken at `log_probs`' precision and only
+            the shifted values are rounded to `out`'s dtype (then exponentiated there). The
+            offsets keep `log_probs`' dtype.
 
     Returns:
-        `(emission_probs, log_offsets)`: `log_probs`' storage holding the scaled probabilities,
-        and (max_length, n_sequences) offsets in natural-log units whatever `base_two`; padded
+        `(emission_probs, log_offsets)`: `log_probs`' storage (or `out`) holding the scaled
+        probabilities, and (max_length, n_sequences) offsets in natural-log units whatever
+        `base_two`; padded
         steps get probability one in every state and offset zero, and a step impossible under
         every state gets offset -inf.
 
@@ -299,6 +306,8 @@ def scale_state_major(
         offsets = offsets * _LN_2
     else:
         log_probs.mul_(_LOG2_E)
+    if out is not None:
+        log_probs = out.copy_(log_probs)
     log_probs.exp2_()
     if not all_finite:
         offsets = offsets.masked_fill(~finite, -math.inf)

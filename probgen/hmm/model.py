@@ -51,8 +51,10 @@ from probgen.hmm.sequences import (
     _infer_n_features,
 )
 
-EMISSION_FAMILIES = ("categorical", "gaussian", "gmm", "poisson")
-_VECTOR_FAMILIES = ("gaussian", "gmm", "poisson")
+EMISSION_FAMILIES = ("categorical", "gaussian", "gmm", "poisson", "multinomial")
+# The parameter groups `init_params` and `update_params` choose from.
+PARAMETER_GROUPS = ("start", "transitions", "emissions")
+_VECTOR_FAMILIES = ("gaussian", "gmm", "poisson", "multinomial")
 
 
 class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
@@ -60,7 +62,8 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
 
     Args:
         n_states: number of hidden states (>= 1).
-        emission: ``"categorical"``, ``"gaussian"``, ``"gmm"``, ``"poisson"``, or a torch
+        emission: ``"categorical"``, ``"gaussian"``, ``"gmm"``, ``"poisson"``,
+            ``"multinomial"`` (count vectors; no missing values), or a torch
             distribution with batch shape (n_states,) (its parameter values are the starting
             point; fitted by gradient ascent on the exact log-likelihood).
         n_symbols: number of symbols of categorical emissions (inferred from data when None).
@@ -69,25 +72,45 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
         covariance: ``"diag"``, ``"full"``, ``"spherical"`` or ``"tied"`` (Gaussian emissions;
             the mixture family takes the first three).
         n_mix: Gaussians per state for ``emission="gmm"``.
+        n_trials: draws per step of ``emission="multinomial"`` (count vectors over
+            `n_features` categories, hmmlearn's `MultinomialHMM`); needed only to sample, since
+            `log_prob` takes each step's total from its counts.
         n_init: EM restarts from different random starts; the best log-likelihood is kept.
         max_iter: most EM iterations (or gradient steps, or minibatch epochs) per restart.
         tol: stop when the log-likelihood per observed step improves by less than this.
         pseudocount: Dirichlet pseudocount added to start, transition, categorical-emission
             and mixture-weight counts (0 = maximum likelihood, as hmmlearn's defaults).
-        covariance_prior: added to each state's scatter before dividing by its weight
-            (hmmlearn's ``covars_prior``), so a state with constant data keeps a positive variance.
+        covariance_prior: added to each state's scatter before dividing by its weight, to
+            every entry of the matrix for full and tied covariances (exactly hmmlearn's scalar
+            ``covars_prior``), so a state with constant data keeps a positive variance.
         covariance_floor: smallest variance (eigenvalue) a fit may produce.
         batch_size: sequences per minibatch for online (stepwise) EM; None for full-batch EM.
         step_decay: online EM step size (k + 2) ** -step_decay, in (0.5, 1].
         learning_rate: Adam step size for custom-emission (gradient) fits.
         seed: seed of the random starts (None: fresh randomness every fit).
         progress: show a tqdm progress bar during `fit`.
+        init_params: the parameters `fit` initialises at each restart, from ``"start"``,
+            ``"transitions"`` and ``"emissions"`` (hmmlearn's ``init_params``); the others
+            start from their current values (set with `set_parameters`).
+        update_params: the parameters EM re-estimates, from the same names (hmmlearn's
+            ``params``); the others stay fixed, e.g. ``("transitions", "emissions")`` keeps
+            the start probabilities of a left-right model.
+
+    Missing values are marginalised: NaN entries of Gaussian, mixture and Poisson observations
+    (whole rows or single features, any covariance type) and missing symbols of categorical
+    observations, written -1 (or NaN in float input). A missing entry contributes probability
+    one to every state; EM takes statistics from the observed entries only (for partly
+    observed rows of full or tied covariances, the conditional expectation of the missing
+    entries given the observed ones, the exact E-step).
 
     Attributes:
         start_probs: (n_states,) initial state distribution.
         transition_probs: (n_states, n_states), row i is p(z_t | z_{t-1} = i).
         history_: one record per iteration of the kept restart,
-            ``{"iteration": i, "log_likelihood": total log-likelihood of the training data}``.
+            ``{"iteration": i, "log_likelihood": total log-likelihood of the training data}``,
+            at the parameters the iteration started from (batch EM) or, for minibatch EM, at
+            the parameters the epoch ends with. With ``n_init > 1`` the kept restart is the one
+            whose returned parameters score highest.
         n_iter_: iterations run; converged_: whether `tol` was met.
 
     Example:
@@ -111,6 +134,7 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
         n_features: int | None = None,
         covariance: str = "diag",
         n_mix: int = 1,
+        n_trials: int | None = None,
         n_init: int = 1,
         max_iter: int = 100,
         tol: float = 1e-6,
@@ -122,6 +146,8 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
         learning_rate: float = 0.05,
         seed: int | None = None,
         progress: bool = False,
+        init_params: tuple[str, ...] | list[str] = PARAMETER_GROUPS,
+        update_params: tuple[str, ...] | list[str] = PARAMETER_GROUPS,
     ) -> None:
         super().__init__()
         self.n_states = check_positive_int(n_states, "n_states")
@@ -129,8 +155,8 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
             check_choice(emission, "emission", EMISSION_FAMILIES)
         elif not isinstance(emission, (torch.distributions.Distribution, dict)):
             raise DataError(
-                "emission must be one of 'categorical', 'gaussian', 'gmm', 'poisson' or a torch "
-                f"distribution batched over states; got {emission!r}"
+                "emission must be one of 'categorical', 'gaussian', 'gmm', 'poisson', "
+                f"'multinomial' or a torch distribution batched over states; got {emission!r}"
             )
         self.covariance = check_choice(covariance, "covariance", COVARIANCE_TYPES)
         self.n_symbols = None if n_symbols is None else check_positive_int(n_symbols, "n_symbols")
@@ -138,6 +164,7 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
             None if n_features is None else check_positive_int(n_features, "n_features")
         )
         self.n_mix = check_positive_int(n_mix, "n_mix")
+        self.n_trials = None if n_trials is None else check_positive_int(n_trials, "n_trials")
         self.n_init = check_positive_int(n_init, "n_init")
         self.max_iter = check_positive_int(max_iter, "max_iter")
         self.tol = _check_nonnegative(tol, "tol")
@@ -157,6 +184,8 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
             raise DataError(f"seed must be an int or None, got {seed!r}")
         self.seed = seed
         self.progress = bool(progress)
+        self.init_params = _check_parameter_groups(init_params, "init_params")
+        self.update_params = _check_parameter_groups(update_params, "update_params")
 
         self.emission_spec = emission
         self.register_buffer("start_probs", torch.full((n_states,), 1.0 / n_states))
@@ -207,6 +236,7 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
             pseudocount=self.pseudocount,
             covariance_prior=self.covariance_prior,
             covariance_floor=self.covariance_floor,
+            n_trials=self.n_trials,
         )
 
     def _refresh_event_shape(self) -> None:
@@ -230,7 +260,7 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
     @property
     def emission_probs(self) -> torch.Tensor:
         """(n_states, n_symbols) categorical emission probabilities."""
-        return self._emission_attribute("probs", "categorical")
+        return self._emission_attribute("probs", "categorical", "multinomial")
 
     @property
     def means(self) -> torch.Tensor:
@@ -272,21 +302,26 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
         """Check and convert sequence input to padded `Sequences` on the model's device."""
         family = self.family
         if family == "categorical":
+            # A missing symbol is -1 (in any input) or NaN (in float input).
             sequences = as_sequences(
                 data,
                 name,
                 event_shape=(),
+                allow_nan=True,
                 integer=True,
-                min_value=0,
+                min_value=-1,
                 max_value=None if self.n_symbols is None else self.n_symbols - 1,
             )
-            if sequences.values.is_floating_point() and torch.isnan(sequences.values).any():
-                raise DataError(f"{name} contains NaN values")
+            values = sequences.values
+            if values.is_floating_point():
+                values = values.nan_to_num(-1.0)
+            values = values.long()
+            if not bool((values[sequences.mask] >= 0).any()):
+                raise DataError(f"{name} has no observed symbols (all missing)")
             if self.n_symbols is None:
                 if not fitting:
                     self.check_fitted("this method")
-                self.n_symbols = int(sequences.values.max()) + 1
-            values = sequences.values.long()
+                self.n_symbols = int(values.max()) + 1
         elif family in _VECTOR_FAMILIES:
             data = _add_feature_axis(data, self.n_features)
             n_features = self.n_features
@@ -295,19 +330,22 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
                     self.check_fitted("this method")
                 n_features = _infer_n_features(data, name)
             poisson = family == "poisson"
+            counts = poisson or family == "multinomial"
             sequences = as_sequences(
                 data,
                 name,
                 event_shape=(n_features,),
-                allow_nan=not poisson,
-                integer=poisson,
-                min_value=0 if poisson else None,
+                allow_nan=family != "multinomial",
+                integer=counts,
+                min_value=0 if counts else None,
             )
             self.n_features = n_features
             values = sequences.values.to(self.dtype)
-            if not poisson:
-                if torch.isnan(values).all():
-                    raise DataError(f"{name} has no observed values (all NaN)")
+            if torch.isinf(values).any():  # finite float64 beyond the model dtype's range
+                raise DataError(f"{name} has values too large for {self.dtype}")
+            if torch.isnan(values).all():
+                raise DataError(f"{name} has no observed values (all NaN)")
+            if not counts:
                 emission = self._ensure_emission()
                 emission.check_missing(values, name)  # type: ignore[attr-defined]
         else:
@@ -357,19 +395,22 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
         """
         self.check_fitted("log_prob")
         with torch.no_grad(), self._threads_for(sequences):
-            data = self._prepare(sequences)
-            n_sequences, max_length = data.values.shape[:2]
-            if method == "auto":
-                method = hmm_inference.forward_method(n_sequences, max_length, self.n_states)
-            if method == "sequential":
-                return self._log_prob_sequential(data)
-            return hmm_inference.log_likelihood(
-                self.start_probs,
-                self.transition_probs,
-                self._emission_log_probs(data),
-                data.lengths,
-                method=method,
-            )
+            return self._log_prob_prepared(self._prepare(sequences), method)
+
+    def _log_prob_prepared(self, data: Sequences, method: str = "auto") -> torch.Tensor:
+        """`log_prob` of prepared sequences (also what minibatch EM records per epoch)."""
+        n_sequences, max_length = data.values.shape[:2]
+        if method == "auto":
+            method = hmm_inference.forward_method(n_sequences, max_length, self.n_states)
+        if method == "sequential":
+            return self._log_prob_sequential(data)
+        return hmm_inference.log_likelihood(
+            self.start_probs,
+            self.transition_probs,
+            self._emission_log_probs(data),
+            data.lengths,
+            method=method,
+        )
 
     def _log_prob_sequential(self, data: Sequences) -> torch.Tensor:
         """Forward pass with emissions produced directly in the loops' state-major layout."""
@@ -500,3 +541,19 @@ class HMM(HMMFitMixin, HMMParametersMixin, HMMInteropMixin, Model):
         symbols = torch.arange(self.n_symbols, device=self.device)
         grids = torch.meshgrid(*([symbols] * length), indexing="ij")
         return torch.stack(grids, -1).reshape(-1, length)
+
+
+def _check_parameter_groups(value: Any, name: str) -> Any:
+    """`value` itself once checked to hold names from `PARAMETER_GROUPS`.
+
+    It is kept as given (not copied) so that scikit-learn's `clone` finds the same object.
+    """
+    if isinstance(value, str) or not isinstance(value, (tuple, list)):
+        raise DataError(
+            f"{name} must be a tuple of names from {PARAMETER_GROUPS}, got {value!r} "
+            f"(e.g. {name}=('transitions', 'emissions'))"
+        )
+    unknown = [item for item in value if item not in PARAMETER_GROUPS]
+    if unknown:
+        raise DataError(f"{name} has unknown names {unknown}; choose from {PARAMETER_GROUPS}")
+    return value

@@ -62,6 +62,8 @@ class HMMParametersMixin:
         if self.emission is None:
             if self.family == "categorical" and "emission_probs" in tensors:
                 self.n_symbols = int(tensors["emission_probs"].shape[-1])
+            elif self.family == "multinomial" and "emission_probs" in tensors:
+                self.n_features = int(tensors["emission_probs"].shape[-1])
             elif self.family in ("gaussian", "gmm") and "means" in tensors:
                 self.n_features = int(tensors["means"].shape[-1])
             elif self.family == "poisson" and "rates" in tensors:
@@ -80,9 +82,10 @@ class HMMParametersMixin:
                 tensors["transition_probs"], "transition_probs", (n_states, n_states)
             )
         if "emission_probs" in tensors:
-            self._require_family("emission_probs", "categorical")
+            self._require_family("emission_probs", "categorical", "multinomial")
+            n_columns = self.n_symbols if self.family == "categorical" else self.n_features
             new_values["emission.probs"] = _check_probabilities(
-                tensors["emission_probs"], "emission_probs", (n_states, self.n_symbols)
+                tensors["emission_probs"], "emission_probs", (n_states, n_columns)
             )
         if "rates" in tensors:
             self._require_family("rates", "poisson")
@@ -151,18 +154,22 @@ def _covariance_storage(value: torch.Tensor, components: Any, n_mix: int | None)
     k, d = components.n_components, components.n_features
     kind = components.covariance
     prefix = (k,) if n_mix is None else (k // n_mix, n_mix)
-    storage_shape = {"diag": (k, d), "spherical": (k,), "full": (k, d, d), "tied": (d, d)}[kind]
+    groups = components.tied_groups
+    tied_shape = (d, d) if groups is None else (groups, d, d)
+    storage_shape = {"diag": (k, d), "spherical": (k,), "full": (k, d, d), "tied": tied_shape}[kind]
     given = {
         "diag": (*prefix, d),
         "spherical": prefix,
         "full": (*prefix, d, d),
-        "tied": (d, d),
+        "tied": tied_shape,
     }[kind]
     shape = tuple(value.shape)
     if shape in (given, storage_shape):
         storage = value.reshape(storage_shape)
-    elif kind == "spherical" and shape == (*prefix, d):
-        storage = value.reshape(k, d).mean(-1)  # hmmlearn tiles spherical variances over features
+    elif kind == "spherical" and value.numel() in (k, k * d) and value.shape[0] == prefix[0]:
+        # hmmlearn accepts any array of one variance per state ((n, 1, 1, 1) too) and tiles
+        # fitted spherical variances over the features.
+        storage = value.reshape(k, -1).mean(-1)
     elif shape == (*prefix, d, d):
         full = value.reshape(k, d, d)
         if kind == "diag":
@@ -171,8 +178,10 @@ def _covariance_storage(value: torch.Tensor, components: Any, n_mix: int | None)
             storage = full.diagonal(dim1=-2, dim2=-1).mean(-1)
         elif kind == "full":
             storage = full
-        else:
+        elif groups is None:
             storage = full[0]
+        else:
+            storage = full.reshape(groups, -1, d, d)[:, 0]
     else:
         raise DataError(
             f"covariances has shape {shape}; expected {given} for covariance='{kind}' or full "

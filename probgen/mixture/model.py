@@ -45,6 +45,7 @@ from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError, FitError
 from probgen.core.kmeans import kmeans
+from probgen.core.threads import small_op_threads
 from probgen.fitting.em import EMResult, fit_restarts, record_fit, run_em
 from probgen.mixture.conjugate import MixturePrior
 from probgen.mixture.gibbs import FULL_STATE_KEYS, STATE_KEYS, MixtureGibbs
@@ -75,6 +76,14 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
+
+def _em_work(model: Any, data: Any, **_: Any) -> int | None:
+    """Per-iteration work of EM (`probgen.core.threads`): rows x components x features**2."""
+    shape = getattr(data, "shape", None)
+    if shape is None or len(shape) != 2:
+        return None
+    return int(shape[0]) * model.n_components * int(shape[1]) ** 2
+
 class GaussianMixture(MixtureGibbs, Model):
     """A finite mixture of Gaussians with an exact density, fitted by EM; Gibbs for its posterior.
 
@@ -433,7 +442,7 @@ class GaussianMixture(MixtureGibbs, Model):
         resume = warm_start and self.fitted_
         self._set_n_features(x.shape[1])
         generator = self.make_generator(self.seed if seed is None else seed)
-        with torch.no_grad():
+        with torch.no_grad(), small_op_threads(_em_work(self, x), x):
             features = em_features(x, self.covariance)
             result = fit_restarts(
                 self,

@@ -24,6 +24,7 @@ from torch import Tensor
 import probgen.networks.factors as ops
 from probgen.core.data import check_choice, check_positive_int
 from probgen.core.errors import ConvergenceWarning, DataError
+from probgen.core.threads import small_op_threads
 from probgen.networks.codec import (
     check_chain_state,
     clamp_chains,
@@ -74,14 +75,15 @@ class ApproximateMixin:
         cards = dict(enumerate(self.cardinalities))
         if method == "loopy_bp":
             observed = [j for j in range(codes.shape[1]) if int(codes[0, j]) >= 0]
-            found, info = ops.loopy_belief_propagation(
-                self._factors(),
-                cards,
-                ops.evidence_factors(codes[:, observed], observed, cards),
-                max_iter=max_iter,
-                tol=tol,
-                damping=damping,
-            )
+            with small_op_threads():
+                found, info = ops.loopy_belief_propagation(
+                    self._factors(),
+                    cards,
+                    ops.evidence_factors(codes[:, observed], observed, cards),
+                    max_iter=max_iter,
+                    tol=tol,
+                    damping=damping,
+                )
             if not info["converged"]:
                 warnings.warn(
                     f"loopy belief propagation did not converge in {max_iter} iterations "
@@ -94,7 +96,8 @@ class ApproximateMixin:
         generator = self.make_generator(seed)
         n_samples = check_positive_int(n_samples, "n_samples")
         if method == "likelihood_weighting":
-            samples, log_weights = self._forward_sample(n_samples, generator, codes[0])
+            with small_op_threads():
+                samples, log_weights = self._forward_sample(n_samples, generator, codes[0])
             weights = torch.softmax(log_weights, dim=0)
             ess = float(1.0 / (weights**2).sum())
             marginals = {}
@@ -104,7 +107,8 @@ class ApproximateMixin:
             return marginals, {"effective_sample_size": ess, "n_samples": n_samples}
         num_chains = check_positive_int(num_chains, "num_chains")
         per_chain = max(1, math.ceil(n_samples / num_chains))
-        draws = self._gibbs_draws(per_chain, codes[0], generator, num_chains, burn_in, 1)
+        with small_op_threads():
+            draws = self._gibbs_draws(per_chain, codes[0], generator, num_chains, burn_in, 1)
         marginals, info = _chain_summary(draws, self.cardinalities, self.variables)
         return marginals, info
 

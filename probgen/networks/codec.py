@@ -233,6 +233,9 @@ class StateCodec:
     def _encode_frame(
         self, frame: Any, name: str, allow_missing: bool, device: torch.device | str | None
     ) -> Tensor:
+        if frame.columns.duplicated().any():
+            repeated = frame.columns[frame.columns.duplicated()][0]
+            raise DataError(f"{name} has column {repeated!r} more than once")
         for column in frame.columns:
             if column not in self.position:
                 raise DataError(f"{name} has column {column!r}, which is not a network variable")

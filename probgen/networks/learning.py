@@ -162,6 +162,9 @@ class LearningMixin:
                 top = int(np.nanmax(column)) if np.isfinite(column).any() else 0
                 self.states[variable] = [str(i) for i in range(top + 1)]
             return
+        if data.columns.duplicated().any():
+            repeated = data.columns[data.columns.duplicated()][0]
+            raise DataError(f"data has column {repeated!r} more than once")
         for variable in unknown:
             if variable not in data.columns:
                 raise DataError(

@@ -29,6 +29,7 @@ import probgen.networks.factors as ops
 from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import check_choice, check_positive_int
 from probgen.core.errors import ConvergenceWarning, DataError
+from probgen.core.threads import small_op_threads
 from probgen.fitting.em import record_fit, run_em
 from probgen.networks.codec import (
     UNSET,
@@ -39,11 +40,13 @@ from probgen.networks.codec import (
     enumerate_assignments,
     fit_settings,
 )
+from probgen.networks.markov_queries import MaxProductMixin
+from probgen.networks.queries import query_work
 
 __all__ = ["MarkovNetwork"]
 
 
-class MarkovNetwork(Model):
+class MarkovNetwork(MaxProductMixin, Model):
     """A discrete Markov network: p(x) proportional to the product of its factors.
 
     Args:
@@ -434,7 +437,7 @@ class MarkovNetwork(Model):
         cards = dict(enumerate(self.cardinalities))
         observed = [j for j in range(codes.shape[1]) if bool((codes[:, j] >= 0).any())]
         evidence_factors = ops.evidence_factors(codes[:, observed], observed, cards)
-        with torch.no_grad():
+        with torch.no_grad(), small_op_threads(query_work(self, codes)):
             if method == "exact" or (method == "auto" and self.exact):
                 self._require_exact("exact marginals")
                 tree = ops.build_junction_tree(self._ids, cards, order=self._order)
@@ -545,15 +548,16 @@ class MarkovNetwork(Model):
             return float(optimiser.step(closure).detach())
 
         # the objective is checked for finiteness; the parameters are not (as before)
-        result = run_em(
-            iterate,
-            max_iter=max(1, max_iter // 20),
-            tol=tol,
-            criterion="change",
-            guard=self,
-            finite_parameters=lambda: True,
-            what="MarkovNetwork.fit",
-        )
+        with small_op_threads(query_work(self, rows)):
+            result = run_em(
+                iterate,
+                max_iter=max(1, max_iter // 20),
+                tol=tol,
+                criterion="change",
+                guard=self,
+                finite_parameters=lambda: True,
+                what="MarkovNetwork.fit",
+            )
         self._cache.pop("log_z", None)
         record_fit(self, result, figure="objective")
         return self

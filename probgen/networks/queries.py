@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,39 @@ from torch import Tensor
 
 import probgen.networks.factors as ops
 from probgen.core.errors import DataError
+from probgen.core.threads import small_op_loop
+from probgen.networks.evidence import (
+    encode_likelihoods,
+    likelihood_factors,
+    reject_observed,
+    with_rows,
+)
+
+
+def query_work(model: Any, *args: Any, **kwargs: Any) -> int:
+    """Per-step work of a batched query (`probgen.core.threads`): rows x the largest table."""
+    rows = max(
+        (
+            len(a)
+            for a in (*args, *kwargs.values())
+            if hasattr(a, "columns") or (isinstance(a, Tensor) and a.dim() == 2)
+        ),
+        default=1,
+    )
+    cards = model.cardinalities
+    parents = getattr(model, "parents", None)
+    if parents is None:
+        largest = max((int(p.numel()) for p in model.log_potentials), default=1)
+    else:
+        position = {v: i for i, v in enumerate(model.variables)}
+        largest = max(
+            (
+                math.prod(cards[position[p]] for p in parents[v]) * cards[i]
+                for i, v in enumerate(model.variables)
+            ),
+            default=1,
+        )
+    return rows * largest
 
 
 @dataclass
@@ -97,9 +131,17 @@ class QueriesMixin:
         return plan
 
     def _calibrate(
-        self, codes: Tensor, *, collect_only: bool = False
+        self,
+        codes: Tensor,
+        *,
+        collect_only: bool = False,
+        likelihoods: dict[int, Tensor] | None = None,
     ) -> Iterable[tuple[slice, list[Tensor | None], Tensor, dict[int, Tensor]]]:
-        """Calibrate the junction tree on evidence rows (-1 = unobserved), in chunks."""
+        """Calibrate the junction tree on evidence rows (-1 = unobserved), in chunks.
+
+        `likelihoods` (column -> (rows, n_states)) is soft evidence, multiplied in with the
+        indicators.
+        """
         plan = self._dense_tree()
         total = sum(p.numel() for p in plan.potentials)
         chunk = max(1, (1 << 24) // max(total, 1))
@@ -120,6 +162,9 @@ class QueriesMixin:
             evidence = {
                 j: indicators[:, j, : cards[j]] for j in range(rows.shape[1]) if observed[j]
             }
+            for j, weights in (likelihoods or {}).items():
+                part = weights[start : start + chunk]
+                evidence[j] = evidence[j] * part if j in evidence else part
             # the workspace keeps the clique tables' memory for the next call (the beliefs
             # yielded are overwritten by the next chunk or call: use them before that)
             beliefs, log_evidence, marginals = ops.calibrate_dense(
@@ -148,6 +193,8 @@ class QueriesMixin:
     def _variables_argument(self, variables: Any, name: str) -> list[str]:
         if isinstance(variables, str):
             variables = [variables]
+        if not isinstance(variables, (list, tuple)) and not hasattr(variables, "__iter__"):
+            raise DataError(f"{name} must be a variable name or a list of names, got {variables!r}")
         variables = list(variables)
         if not variables:
             raise DataError(f"{name} must name at least one variable")
@@ -157,43 +204,81 @@ class QueriesMixin:
             raise DataError(f"{name} names a variable twice")
         return variables
 
-    def query(self, variables: str | Sequence[str], evidence: Any = None) -> Table:
+    def _soft_evidence(
+        self, codes: Tensor, batched: bool, virtual_evidence: Any
+    ) -> tuple[Tensor, bool, dict[int, Tensor]]:
+        """Encode `virtual_evidence`; per-row likelihoods make a single evidence row a batch."""
+        likelihoods, rows = encode_likelihoods(
+            self._codec, virtual_evidence, codes.shape[0], device=codes.device
+        )
+        return with_rows(codes, rows), batched or rows != codes.shape[0], likelihoods
+
+    def _check_possible(self, codes: Tensor, evidence: Any, impossible: Tensor) -> None:
+        """Raise `DataError` for rows whose (hard and soft) evidence has probability zero."""
+        if impossible.any():
+            self._check_evidence_possible(codes, evidence)
+            row = int(impossible.nonzero()[0])
+            where = f" (row {row})" if codes.shape[0] > 1 else ""
+            raise DataError(f"evidence{where} with the virtual evidence has probability zero")
+
+    @small_op_loop(query_work)
+    def query(
+        self,
+        variables: str | Sequence[str],
+        evidence: Any = None,
+        *,
+        virtual_evidence: Any = None,
+    ) -> Table:
         """Exact posterior table of `variables` given `evidence`, by variable elimination.
 
         Args:
-            variables: a variable name or a list of them (their joint posterior is returned).
+            variables: a variable name or a list of them (their joint posterior is returned);
+                none of them may be observed in `evidence`.
             evidence: dict {variable: state} or a DataFrame with one query per row (NaN/None
                 where a row has no evidence on that column); a DataFrame runs as one batched
                 contraction.
+            virtual_evidence: soft evidence, dict {variable: likelihood} with one non-negative
+                weight per state, shape (n_states,) for every row or (n_rows, n_states) per
+                row (a batch even with dict evidence), or a list of pgmpy `TabularCPD`s as
+                pgmpy's `virtual_evidence`. Queried variables may carry soft evidence.
 
         Returns:
             `Table` whose values have shape (*n_states) or (n_queries, *n_states).
 
         Raises:
-            DataError: unknown variables or states, evidence of probability zero.
+            DataError: unknown variables or states, a queried variable that is observed,
+                evidence of probability zero, malformed virtual evidence.
         """
         self.check_fitted("query")
         variables = self._variables_argument(variables, "variables")
         codes, batched = self._encode_evidence(evidence)
+        reject_observed(codes, variables, self._position)
+        codes, batched, likelihoods = self._soft_evidence(codes, batched, virtual_evidence)
         observed = [j for j in range(codes.shape[1]) if bool((codes[:, j] >= 0).any())]
-        relevant = self._relevant(variables + [self.variables[j] for j in observed])
+        conditioned = [self.variables[j] for j in {*observed, *likelihoods}]
+        relevant = self._relevant(variables + conditioned)
         factors = self._factors()
         operands = [factors[i] for i in relevant]
         cards = dict(enumerate(self.cardinalities))
         operands += list(ops.evidence_factors(codes[:, observed], observed, cards).values())
+        operands += likelihood_factors(likelihoods)
         keep = tuple(self._position[v] for v in variables)
         table, _ = ops.eliminate(operands, keep)
         values = table.values
         totals = values.reshape(values.shape[0], -1).sum(dim=1)
-        if (totals <= 0).any():
-            self._check_evidence_possible(codes, evidence)
+        self._check_possible(codes, evidence, totals <= 0)
         values = values / totals.reshape(-1, *([1] * len(keep)))
         if not batched:
             values = values[0]
         return Table(variables, {v: list(self._states_of(v)) for v in variables}, values)
 
+    @small_op_loop(query_work)
     def marginals(
-        self, evidence: Any = None, variables: Sequence[str] | None = None
+        self,
+        evidence: Any = None,
+        variables: Sequence[str] | None = None,
+        *,
+        virtual_evidence: Any = None,
     ) -> dict[str, Tensor]:
         """Posterior marginal of every variable, through a calibrated junction tree.
 
@@ -202,10 +287,15 @@ class QueriesMixin:
 
         Args:
             evidence: dict {variable: state} or a DataFrame (one evidence set per row).
-            variables: which marginals to return (default all).
+            variables: which marginals to return (default all, observed ones included as
+                their indicators); variables named here may not be observed.
+            virtual_evidence: soft evidence, as in `query`.
 
         Returns:
             variable -> tensor (n_states,) or (n_queries, n_states).
+
+        Raises:
+            DataError: a named variable that is observed, evidence of probability zero.
         """
         self.check_fitted("marginals")
         names = (
@@ -214,25 +304,43 @@ class QueriesMixin:
             else self._variables_argument(variables, "variables")
         )
         codes, batched = self._encode_evidence(evidence)
+        if variables is not None:
+            reject_observed(codes, names, self._position)
+        codes, batched, likelihoods = self._soft_evidence(codes, batched, virtual_evidence)
         pieces: dict[str, list[Tensor]] = {name: [] for name in names}
-        for _, _, log_evidence, found in self._calibrate(codes):
-            if torch.isinf(log_evidence).any():
-                self._check_evidence_possible(codes, evidence)
+        for _, _, log_evidence, found in self._calibrate(codes, likelihoods=likelihoods):
+            self._check_possible(codes, evidence, torch.isinf(log_evidence))
             for name in names:
                 pieces[name].append(found[self._position[name]])
         result = {name: torch.cat(parts) for name, parts in pieces.items()}
         return result if batched else {name: values[0] for name, values in result.items()}
 
-    def map_query(self, variables: Sequence[str] | None = None, evidence: Any = None) -> Any:
+    @small_op_loop(query_work)
+    def map_query(
+        self,
+        variables: Sequence[str] | None = None,
+        evidence: Any = None,
+        *,
+        virtual_evidence: Any = None,
+    ) -> Any:
         """Most probable joint state of `variables` given `evidence` (MPE when None).
+
+        Args:
+            variables: the variables whose jointly most probable state is wanted (the others
+                are summed out); default every variable not observed in all rows. Variables
+                named here may not be observed.
+            evidence: dict {variable: state} or a DataFrame (one query per row).
+            virtual_evidence: soft evidence, as in `query`.
 
         Returns:
             dict {variable: state name} for dict evidence, or a DataFrame (one row per query)
-            for DataFrame evidence.
+            for DataFrame evidence or per-row virtual evidence.
+
+        Raises:
+            DataError: a named variable that is observed, evidence of probability zero.
         """
         self.check_fitted("map_query")
         codes, batched = self._encode_evidence(evidence)
-        observed = [j for j in range(codes.shape[1]) if bool((codes[:, j] >= 0).any())]
         if variables is None:
             variables = [
                 self.variables[j]
@@ -241,13 +349,21 @@ class QueriesMixin:
             ]
         else:
             variables = self._variables_argument(variables, "variables")
+            reject_observed(codes, variables, self._position)
         self._check_evidence_possible(codes, evidence)
-        relevant = self._relevant(list(variables) + [self.variables[j] for j in observed])
+        codes, batched, likelihoods = self._soft_evidence(codes, batched, virtual_evidence)
+        observed = [j for j in range(codes.shape[1]) if bool((codes[:, j] >= 0).any())]
+        conditioned = [self.variables[j] for j in {*observed, *likelihoods}]
+        relevant = self._relevant(list(variables) + conditioned)
         factors = self._factors()
         cards = dict(enumerate(self.cardinalities))
         operands = [factors[i] for i in relevant]
         operands += list(ops.evidence_factors(codes[:, observed], observed, cards).values())
-        assignment, _ = ops.max_eliminate(operands, [self._position[v] for v in variables])
+        operands += likelihood_factors(likelihoods)
+        assignment, log_value = ops.max_eliminate(
+            operands, [self._position[v] for v in variables]
+        )
+        self._check_possible(codes, evidence, torch.isneginf(log_value))
         labels = [
             {v: self._states_of(v)[int(s)] for v, s in zip(variables, row)}
             for row in assignment.tolist()

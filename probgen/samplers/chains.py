@@ -5,9 +5,12 @@ Targets: a probgen Density, a plain log-density function of a tensor (with `init
 sites are sampled in unconstrained space with the log-Jacobian). Methods:
 
 - ``"mh"``: random-walk Metropolis-Hastings vectorised over chains, with warmup adaptation of
-  the step size and of the proposal covariance from the chains' pooled history;
-  ``proposal="independence"`` switches to independence proposals after warmup; discrete
-  coordinates get flip / categorical proposals.
+  the step size and of the proposal covariance from the chains' pooled history. By default
+  (``proposal="mixed"``) each sweep from the last covariance window on adds an independence
+  step from a Student-t fitted to all chains' pooled warmup draws (dropped when it hardly ever
+  accepts), so many short chains mix fast; ``"random_walk"`` leaves it out and
+  ``"independence"`` replaces the walk by Gaussian independence proposals after warmup;
+  discrete coordinates get flip / categorical proposals.
 - ``"gibbs"``: the target's own `gibbs_step` when it has one; otherwise exact coordinate-wise
   updates of discrete coordinates (by enumerating each coordinate's values) combined with MH
   (``continuous="mh"``, one block per Pyro site) or NUTS (``continuous="nuts"``) for the
@@ -35,10 +38,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from probgen.core.data import check_choice, check_positive_int
 from probgen.core.errors import DataError
+from probgen.core.progress import progress_bar
+from probgen.core.threads import small_op_loop
 from probgen.samplers.nuts import KERNEL_OPTIONS as NUTS_OPTIONS
 from probgen.samplers.recording import DrawRecorder
 from probgen.samplers.runners import RUNNERS, SamplerRun, sample_model_gibbs
@@ -58,6 +62,7 @@ MH_OPTIONS = {
     "discrete_steps",
     "proposal_distribution",
     "independence_scale",
+    "independence_df",
     "restart_stragglers",
 }
 GIBBS_OPTIONS = MH_OPTIONS | {"evidence", "continuous", "nuts_options", "compute_lp"}
@@ -72,6 +77,7 @@ _METHOD_OPTIONS = {
 }
 
 
+@small_op_loop()
 def sample_chains(
     target: Any,
     method: str = "nuts",
@@ -116,10 +122,13 @@ def sample_chains(
         checkpoint: file to which finished draws are written every `flush_every` draws and on
             interruption (Ctrl-C), so an interrupted run leaves readable `Samples`.
         flush_every: draws between checkpoint writes (default a tenth of the run).
-        **options: method settings. mh: proposal ("random_walk" | "independence"), step_size,
-            target_accept, adapt_covariance, dense, discrete_steps, proposal_distribution,
-            independence_scale, restart_stragglers (default True: during warmup, chains
-            stuck far below the others restart from copies of other chains). gibbs:
+        **options: method settings. mh: proposal ("mixed" (default) | "random_walk" |
+            "independence"), step_size, target_accept, adapt_covariance, dense,
+            discrete_steps, proposal_distribution, independence_scale (widening of the fitted
+            proposal: default 1 for "mixed", 1.5 for "independence"), independence_df
+            (degrees of freedom of the "mixed" Student-t, default 5), restart_stragglers
+            (default True: during warmup, chains stuck far below the others restart from
+            copies of other chains). gibbs:
             evidence, continuous ("mh" | "nuts"), nuts_options, compute_lp, and the mh
             settings. nuts/hmc: Pyro kernel settings (step_size,
             target_accept_prob, max_tree_depth, full_mass, num_steps, ...). svi: guide
@@ -154,7 +163,7 @@ def sample_chains(
         "thin": thin,
         "options": {k: v for k, v in options.items() if _jsonable(v)},
     }
-    bar = tqdm(disable=not progress, desc=method, mininterval=0.5, leave=False)
+    bar = progress_bar(None, method, progress, mininterval=0.5)
     started = time.perf_counter()
     try:
         if method == "gibbs" and hasattr(target, "gibbs_step"):

@@ -11,6 +11,8 @@ density on a batch.
   doubling windows (with Stan's shrinkage toward a small multiple of the identity).
 - `IndependenceKernel`: proposals from a fixed distribution q (by default a Gaussian fitted to
   the pooled warmup draws, widened), accepted with the ratio p(z') q(z) / p(z) q(z').
+- `MultivariateStudentT`: the heavy-tailed q fitted to all chains' pooled warmup draws that
+  MH's default ("mixed") sweeps use beside the random walk.
 - `DiscreteKernel`: for discrete coordinates, picks one coordinate per chain and proposes a
   different value uniformly (a flip for binary coordinates); symmetric, so the plain
   Metropolis ratio applies.
@@ -230,6 +232,53 @@ def covariance_window_ends(warmup: int) -> set[int]:
     return ends
 
 
+class MultivariateStudentT:
+    """Multivariate Student-t proposal fitted to pooled draws: heavier tails than the target's.
+
+    With tails heavier than the posterior's, the ratio p / q stays bounded, so independence
+    proposals from it cannot strand a chain in the tails (unlike a Gaussian fit).
+
+    Args:
+        loc: mean (d,).
+        covariance: scale matrix (d, d) (the draws' covariance times the squared widening).
+        df: degrees of freedom (a positive integer).
+    """
+
+    def __init__(self, loc: torch.Tensor, covariance: torch.Tensor, df: int = 5) -> None:
+        self.loc = loc
+        self.scale_tril = torch.linalg.cholesky(covariance)
+        self.df = float(int(df))
+        dim = loc.shape[-1]
+        self._log_norm = (
+            math.lgamma(0.5 * (self.df + dim))
+            - math.lgamma(0.5 * self.df)
+            - 0.5 * dim * math.log(self.df * math.pi)
+            - torch.diagonal(self.scale_tril).log().sum()
+        )
+
+    def draw(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """`count` draws using only `generator` (reproducible runs)."""
+        dim = self.loc.shape[-1]
+        like = self.loc
+        normal = torch.randn(
+            (count, dim), generator=generator, dtype=like.dtype, device=like.device
+        )
+        # chi-square(df) as a sum of df squared normals: torch's gamma sampler takes no generator
+        chi2 = torch.randn(
+            (count, int(self.df)), generator=generator, dtype=like.dtype, device=like.device
+        ).pow(2).sum(-1)
+        scale = (self.df / chi2.clamp_min(1e-300)).sqrt()
+        return self.loc + scale[:, None] * (normal @ self.scale_tril.T)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Log density at `value` (..., d)."""
+        centred = (value - self.loc).unsqueeze(-1)
+        solved = torch.linalg.solve_triangular(self.scale_tril, centred, upper=False)
+        mahalanobis = solved.squeeze(-1).pow(2).sum(-1)
+        dim = self.loc.shape[-1]
+        return self._log_norm - 0.5 * (self.df + dim) * torch.log1p(mahalanobis / self.df)
+
+
 class IndependenceKernel(_MetropolisKernel):
     """Independence Metropolis-Hastings on coordinates `index` with proposal `proposal`.
 
@@ -246,6 +295,8 @@ class IndependenceKernel(_MetropolisKernel):
         self.step_size = float("nan")
 
     def _draw(self, count: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.proposal, MultivariateStudentT):
+            return self.proposal.draw(count, generator)
         if isinstance(self.proposal, torch.distributions.MultivariateNormal):
             noise = torch.randn(
                 (count, self.index.numel()),

@@ -35,6 +35,10 @@ class DensityDistribution(dist.TorchDistribution):
     `log_prob` calls the density's `log_prob` (of whatever kind it reports); `sample` calls the
     density's `sample` with a seed drawn from torch's global generator, so `pyro.set_rng_seed`
     makes Pyro programs that use it reproducible.
+
+    `validate_args` works as in torch: True checks every value given to `log_prob` against the
+    batch and event shapes and the density's `support` (raising `DataError`), False skips the
+    checks, None follows `torch.distributions.Distribution.set_default_validate_args`.
     """
 
     arg_constraints: dict = {}
@@ -45,7 +49,7 @@ class DensityDistribution(dist.TorchDistribution):
     ):
         self.density = density
         event_shape = torch.Size(getattr(density, "event_shape", torch.Size()))
-        super().__init__(torch.Size(batch_shape), event_shape, validate_args=False)
+        super().__init__(torch.Size(batch_shape), event_shape, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):
@@ -55,7 +59,9 @@ class DensityDistribution(dist.TorchDistribution):
         return support
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> DensityDistribution:
-        return DensityDistribution(self.density, torch.Size(batch_shape))
+        return DensityDistribution(
+            self.density, torch.Size(batch_shape), validate_args=self._validate_args
+        )
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
@@ -70,6 +76,11 @@ class DensityDistribution(dist.TorchDistribution):
         return draws.reshape(shape + draws.shape[1:])
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            try:
+                self._validate_sample(value)
+            except ValueError as error:
+                raise DataError(f"as_pyro: {error}") from error
         event_dims = len(self.event_shape)
         batch = value.shape[: value.dim() - event_dims]
         flat = value.reshape((-1,) + tuple(self.event_shape))

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 
 from probgen.core.data import check_choice
-from probgen.core.errors import DataError
+from probgen.core.errors import DataError, NoDensityError, ProbgenError
 from probgen.samplers.gibbs import EnumerationKernel, run_model_gibbs
 from probgen.samplers.mh import (
     DiscreteKernel,
     IndependenceKernel,
+    MultivariateStudentT,
     RandomWalkKernel,
     covariance_window_ends,
 )
@@ -46,7 +47,18 @@ from probgen.samplers.recording import DrawRecorder, kept_sweeps
 from probgen.samplers.samples import Samples
 from probgen.samplers.targets import FlatTarget
 
-__all__ = ["RUNNERS", "SamplerRun", "restart_stragglers", "sample_model_gibbs"]
+__all__ = [
+    "LP_UNAVAILABLE",
+    "RUNNERS",
+    "SamplerRun",
+    "pooled_student_t_kernel",
+    "restart_stragglers",
+    "sample_model_gibbs",
+]
+
+LP_UNAVAILABLE = (NoDensityError, NotImplementedError, ProbgenError, TypeError)
+"""Errors from a model's log density that mean "no density of this state": `sample_model_gibbs`
+then records no ``lp`` (saying why in ``attrs["lp_unavailable"]``); any other error surfaces."""
 
 
 @dataclass
@@ -102,7 +114,7 @@ def _continuous_kernels(
 
 def _run_mh(run: SamplerRun, **options: Any) -> None:
     proposal = check_choice(
-        options.get("proposal", "random_walk"), "proposal", ("random_walk", "independence")
+        options.get("proposal", "mixed"), "proposal", ("mixed", "random_walk", "independence")
     )
     target, z, lp, generator, warmup = run.target, run.z, run.lp, run.generator, run.warmup
     walkers = _continuous_kernels(target, False, options)
@@ -113,21 +125,48 @@ def _run_mh(run: SamplerRun, **options: Any) -> None:
     discrete_steps = int(options.get("discrete_steps", max(1, discrete.numel())))
     history: list[torch.Tensor] = []
     independence = None
+    companion = None
     restart = bool(options.get("restart_stragglers", True)) and z.shape[0] >= 4
     restart_points = {int(0.1 * warmup)} | covariance_window_ends(warmup)
+    # "mixed" adds, from the last covariance window on, an independence step whose Student-t
+    # proposal is fitted to every chain's pooled warm-up draws: one proposal that reaches the
+    # whole posterior decorrelates each short chain far faster than local random-walk steps.
+    mixed_points = {max(covariance_window_ends(warmup), default=warmup), warmup}
+    # Keep at most about 20,000 pooled warm-up states: plenty for a covariance, bounded memory.
+    stride = max(1, math.ceil(z.shape[0] * max(warmup - warmup // 2, 1) / 20_000))
+    if proposal == "independence":
+        stride = 1
+    companion_accept: list[float] = []
     restarts = 0
     for iteration, draw in run.sweeps():
         if iteration == warmup and proposal == "independence" and walkers:
             independence = _independence_kernel(walkers[0], history, z, options)
+        if proposal == "mixed" and walkers and iteration in mixed_points:
+            # Drop the companion where it hardly ever accepts (high dimensions, odd shapes):
+            # it would only double the cost of each sweep.
+            useless = bool(companion_accept) and float(np.mean(companion_accept)) < 0.02
+            companion = None
+            if not useless:
+                companion = pooled_student_t_kernel(walkers[0], history or [z], options)
+            run.recorder.attrs["mh_independence_steps"] = companion is not None
         accepts = []
         for walker in walkers:
             kernel = independence if independence is not None else walker
             z, lp, accept = kernel.step(z, lp, target.log_density, generator)
             if iteration < warmup:
                 walker.adapt(iteration, warmup, z, accept)
-                if proposal == "independence" and iteration >= warmup // 2:
+                if (
+                    proposal != "random_walk"
+                    and iteration >= warmup // 2
+                    and (iteration - warmup // 2) % stride == 0
+                ):
                     history.append(z.clone())
             accepts.append(accept)
+        if companion is not None:
+            z, lp, accept = companion.step(z, lp, target.log_density, generator)
+            accepts.append(accept)
+            if iteration < warmup:
+                companion_accept.append(float(accept.mean()))
         if flipper is not None:
             for _ in range(discrete_steps):
                 z, lp, accept = flipper.step(z, lp, target.log_density, generator)
@@ -144,6 +183,30 @@ def _run_mh(run: SamplerRun, **options: Any) -> None:
                 acceptance_rate=torch.stack(accepts).mean(0),
                 step_size=np.full(z.shape[0], walkers[0].step_size if walkers else np.nan),
             )
+
+
+def pooled_student_t_kernel(
+    walker: RandomWalkKernel, history: list[torch.Tensor], options: dict[str, Any]
+) -> IndependenceKernel | None:
+    """Independence kernel proposing from a Student-t fitted to all chains' pooled draws.
+
+    `history` holds (num_chains, dim) states from warmup; the t's location and scale matrix are
+    the pooled mean and (shrunk) covariance times ``independence_scale**2`` (default 1), with
+    ``independence_df`` (default 5) degrees of freedom. None when the covariance is singular
+    or rests on fewer than 2 (dim + 1) states.
+    """
+    pooled = torch.cat(history)
+    if pooled.shape[0] < 2 * (walker.size + 1):
+        return None
+    mean, covariance = walker.fitted_gaussian(pooled)
+    scale = float(options.get("independence_scale", 1.0))
+    try:
+        proposal = MultivariateStudentT(
+            mean, covariance * scale**2, df=int(options.get("independence_df", 5))
+        )
+    except torch.linalg.LinAlgError:
+        return None
+    return IndependenceKernel(walker.index, proposal)
 
 
 def restart_stragglers(
@@ -292,15 +355,29 @@ def sample_model_gibbs(
         nonlocal compute_lp
         if not compute_lp:
             return None
-        function = getattr(model, "unnormalized_log_prob", None) or model.log_prob
+        function = getattr(model, "unnormalized_log_prob", None) or getattr(
+            model, "log_prob", None
+        )
+        if function is None:
+            compute_lp = False
+            attrs["lp_unavailable"] = f"{type(model).__name__} has no log_prob"
+            return None
         try:
             with torch.no_grad():
                 given = {"evidence": evidence} if _takes_evidence(function, evidence) else {}
-                value = function(state, **given)
-                return torch.as_tensor(value).reshape(num_chains).double().cpu()
-        except Exception:
-            compute_lp = False  # the model has no cheap density of its full state
+                value = torch.as_tensor(function(state, **given))
+        except LP_UNAVAILABLE as error:
+            # The model has no density of its full chain state (e.g. only of part of it): the
+            # draws stay valid, only the lp statistic is left out. Anything else is a bug.
+            compute_lp = False
+            attrs["lp_unavailable"] = f"{type(error).__name__}: {error}"
             return None
+        if value.numel() != num_chains:
+            raise DataError(
+                f"{type(model).__name__}.{function.__name__} returned shape "
+                f"{tuple(value.shape)} for {num_chains} chains; expected one value per chain"
+            )
+        return value.reshape(num_chains).double().cpu()
 
     def build(count: int, complete: bool) -> Samples:
         names = draws[0].keys()

@@ -35,6 +35,7 @@ from pyro.infer.autoguide import (
 )
 
 from probgen.core.errors import DataError, FitError
+from probgen.core.threads import small_op_loop
 from probgen.samplers.targets import FlatTarget
 
 GUIDES = {
@@ -52,6 +53,7 @@ def _negative_elbo(autoguide: Any, target: FlatTarget, num_particles: int) -> to
     return -(log_density - posterior.log_prob(z)).mean()
 
 
+@small_op_loop()
 def fit_guide_and_draw(
     target: FlatTarget,
     num_draws: int,

@@ -174,7 +174,10 @@ def make_target(
                 "event_shape= to know the shape of its argument"
             )
         if initial is not None:
-            initial_tensor = torch.as_tensor(initial)
+            try:
+                initial_tensor = torch.as_tensor(initial)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise DataError(f"initial must be a tensor of numbers, got {initial!r}") from error
             event = torch.Size(event_shape) if event_shape is not None else initial_tensor.shape
             dtype = initial_tensor.dtype if initial_tensor.is_floating_point() else torch.float64
         else:
@@ -304,6 +307,12 @@ def _function_target(
                 f"the target's log density returned shape {tuple(raw.shape)} for "
                 f"{math.prod(z.shape[:-1])} points; it must return one value per point, shape "
                 f"({math.prod(z.shape[:-1])},)"
+            )
+        if z.requires_grad and not raw.requires_grad and not discrete:
+            # Otherwise autograd fails deep inside the gradient-based kernel.
+            raise DataError(
+                "the target's log density does not depend on its argument through torch "
+                "operations, so it has no gradient; use method='mh' for such a function"
             )
         return raw.reshape(z.shape[:-1]).to(z.dtype) + jacobian
 

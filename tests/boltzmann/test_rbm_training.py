@@ -31,7 +31,8 @@ def _independent_log_likelihood(train, test):
 @pytest.mark.parametrize("method", ["cd", "pcd"])
 def test_cd_and_pcd_increase_held_out_log_likelihood_on_nltcs(method):
     train, valid = _nltcs("train", 4000), _nltcs("valid", 1000)
-    rbm = RBM(16, 10, method=method, learning_rate=0.05, n_epochs=4, batch_size=16, seed=0)
+    rbm = RBM(16, 10, method=method, learning_rate=0.05, n_epochs=4, batch_size=16, seed=0,
+              monitor=["log_likelihood"])
     rbm.fit(train, validation_data=valid)
     history = [record["validation_log_likelihood"] for record in rbm.history_]
     baseline = _independent_log_likelihood(train, valid)
@@ -59,7 +60,8 @@ def test_parallel_tempering_momentum_decay_and_schedule_train_a_good_model():
     rbm.fit(train)
     rates = [record["learning_rate"] for record in rbm.history_]
     assert rates == pytest.approx([0.05, 0.0375, 0.025, 0.0125])
-    figures = {"reconstruction_error", "pseudo_log_likelihood", "log_likelihood"}
+    # The default monitoring stays cheap; tempering adds its swap rate.
+    figures = {"reconstruction_error", "swap_acceptance"}
     assert all(set(record) >= figures for record in rbm.history_)
     assert float(rbm.log_prob(valid).mean()) > _independent_log_likelihood(train, valid) + 0.3
 
@@ -184,6 +186,27 @@ def test_dbn_pretrains_greedily_samples_and_bounds_log_likelihood():
     single = DBN([16, 5], n_epochs=2, seed=0).fit(train)
     assert single.log_prob_kind is probgen.LogProbKind.EXACT
     assert torch.allclose(single.log_prob(valid), single.layers[0].log_prob(valid))
+
+
+def test_dbn_kind_is_an_estimate_when_the_top_log_z_comes_from_ais(tmp_path):
+    data = _digits_like()
+    options = dict(n_epochs=2, batch_size=16, seed=0, ais_runs=50, ais_betas=500)
+    exact_top = DBN([12, 8, 4], **options).fit(data)
+    ais_top = DBN([12, 8, 4], exact_max_units=2, **options).fit(data)
+    assert exact_top.layers[-1].log_prob_kind is probgen.LogProbKind.EXACT
+    assert exact_top.log_prob_kind is probgen.LogProbKind.LOWER_BOUND
+    assert ais_top.layers[-1].log_prob_kind is probgen.LogProbKind.ESTIMATE
+    assert ais_top.log_prob_kind is probgen.LogProbKind.ESTIMATE
+    # The same training; only the top log Z differs (AIS's error on 4 hidden units is small).
+    assert torch.equal(exact_top.layers[0].weights, ais_top.layers[0].weights)
+    bound, estimate = exact_top.log_prob(data[:20]), ais_top.log_prob(data[:20])
+    assert not torch.equal(bound, estimate)
+    torch.testing.assert_close(estimate, bound, rtol=0, atol=0.05)
+    ais_top.save(tmp_path / "dbn")
+    assert probgen.load(tmp_path / "dbn").log_prob_kind is probgen.LogProbKind.ESTIMATE
+    # One layer: the RBM's own kind.
+    single = DBN([12, 8], exact_max_units=2, **options)
+    assert single.log_prob_kind is probgen.LogProbKind.ESTIMATE
 
 
 def _digits_like():

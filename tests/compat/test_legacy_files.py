@@ -26,6 +26,16 @@ _spec.loader.exec_module(legacy)
 
 NAMES = sorted(legacy.BUILDERS)
 
+# Fits whose results changed on purpose after the layout move (a bug fix), with the reason and
+# how far the refit may move from the old file; every other fit must stay bit-identical.
+DELIBERATE_CHANGES = {
+    "hmm_gaussian": (
+        "issue 11: covariance_prior is added to every entry of full covariances, as hmmlearn "
+        "does (it was prior x identity); EM parity with hmmlearn is tested in tests/hmm",
+        1e-3,
+    ),
+}
+
 
 def test_every_family_has_a_file():
     assert sorted(path.stem for path in legacy.FILES.glob("*.probgen")) == NAMES
@@ -49,4 +59,19 @@ def test_old_file_loads_and_seeded_refit_is_bit_identical(name):
     assert sorted(saved) == sorted(fresh)
     for key, value in saved.items():
         assert fresh[key].dtype == value.dtype, key
-        assert torch.equal(fresh[key].cpu(), value), f"{name}: tensor {key} changed"
+        if name in DELIBERATE_CHANGES:
+            tolerance = DELIBERATE_CHANGES[name][1]
+            assert torch.allclose(fresh[key].cpu(), value, rtol=0, atol=tolerance), key
+        else:
+            assert torch.equal(fresh[key].cpu(), value), f"{name}: tensor {key} changed"
+
+
+def test_deliberate_changes_really_changed():
+    # An entry stays here only while its fit differs from the old file; remove it otherwise.
+    for name in DELIBERATE_CHANGES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            refit, _ = legacy.BUILDERS[name]()
+        saved = probgen.load(legacy.FILES / f"{name}.probgen").get_tensors()
+        fresh = refit.get_tensors()
+        assert any(not torch.equal(fresh[key].cpu(), saved[key]) for key in saved), name

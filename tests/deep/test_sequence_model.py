@@ -109,6 +109,42 @@ def test_temperature_top_k_and_top_p():
     assert not bool((model.sample(500, length=1, top_k=2, seed=0) == least).any())
 
 
+def _nucleus(probabilities: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The nucleus distribution: the most likely tokens, fewest first, until their mass
+    reaches top_p, renormalised (Holtzman et al. 2020)."""
+    ordered, order = probabilities.sort(descending=True)
+    keep = int((ordered.cumsum(0) < top_p).sum()) + 1
+    kept = torch.zeros_like(probabilities)
+    kept[order[:keep]] = ordered[:keep]
+    return kept / kept.sum()
+
+
+@pytest.mark.parametrize(("temperature", "prompt"), [(1.0, None), (0.1, None), (1.0, "ca")])
+def test_top_p_draws_follow_the_exact_nucleus_distribution(temperature, prompt):
+    model = _tiny("gru", vocab="abcdef")
+    context = [model.begin_token] + ([] if prompt is None else model.tokenizer.encode(prompt)
+                                     .tolist())
+    with torch.no_grad():
+        logits, _ = model.next_token_logits(torch.tensor([context]))
+    # top_p applies to the tempered distribution (at 0.1 far from the untempered one).
+    probabilities = torch.softmax(logits[0, -1] / temperature, -1)
+    ordered = probabilities.sort(descending=True).values
+    cumulative = ordered.cumsum(0)
+    n = 6000
+    for kept in range(2, 6):
+        # Midway into the kept-th token's mass: the nucleus holds exactly `kept` tokens.
+        top_p = float(cumulative[kept - 2] + 0.5 * ordered[kept - 1])
+        expected = _nucleus(probabilities, top_p)
+        assert int((expected > 0).sum()) == kept
+        draws = model.sample(
+            n, length=1, top_p=top_p, temperature=temperature, prompt=prompt, seed=kept
+        )[:, 0]
+        frequencies = torch.bincount(draws, minlength=6).double() / n
+        assert bool((frequencies[expected == 0] == 0).all()), (top_p, frequencies, expected)
+        # Four standard errors of a frequency (at most 0.5 / sqrt(n)).
+        assert (frequencies - expected).abs().max().item() < 4 * 0.5 / math.sqrt(n)
+
+
 def test_fit_learns_a_deterministic_pattern_and_bits_per_character():
     text = "abcab" * 60
     model = SequenceModel("abc", arch="lstm", embedding_dim=8, hidden_dim=32, n_layers=1)
@@ -141,7 +177,18 @@ def test_transformer_context_limit():
     model = _tiny("transformer", max_length=4)
     with pytest.raises(DataError, match="max_length is 4"):
         model.log_prob(["abcab"])
-    assert model.sample(3, length=9, seed=0).shape == (3, 9)
+    # Sampling stops at the same limit (prompt plus draws), naming the argument.
+    assert model.sample(3, length=4, seed=0).shape == (3, 4)
+    assert model.log_prob(model.sample(3, length=4, seed=0)).isfinite().all()
+    with pytest.raises(DataError, match=r"length=5 exceeds this transformer's max_length=4"):
+        model.sample(3, length=5, seed=0)
+    assert model.sample(2, length=2, prompt="ab", seed=0).shape == (2, 2)
+    with pytest.raises(DataError, match=r"length=3 after a prompt of 2 tokens.*at most 2"):
+        model.sample(2, length=3, prompt="ab", seed=0)
+    with pytest.raises(DataError, match="shorten the prompt"):
+        model.sample_text(1, length=1, prompt="abcab")
+    # Recurrent models have no such limit.
+    assert _tiny("lstm", max_length=4).sample(2, length=9, seed=0).shape == (2, 9)
 
 
 def test_integer_vocabulary_and_tokenizer_round_trip():

@@ -1,7 +1,8 @@
 """posteriordb recipes against their reference posteriors: means within 4 MCSE, sds within 10%.
 
-Eight schools with MH runs by default (a few seconds); every recipe with MH and NUTS runs with
-``-m slow``. Tests skip when the shared data folder is absent.
+Eight schools, kidiq and ark with MH run by default (a few seconds each); the other recipes
+with MH, and every recipe with NUTS, run with ``-m slow``. Tests skip when the shared data folder
+is absent.
 """
 
 from __future__ import annotations
@@ -54,13 +55,18 @@ def _check_against_reference(name, method, seed=0):
     assert not failures, failures
 
 
-def test_eight_schools_mh_matches_reference():
-    _check_against_reference("eight_schools", "mh")
+FAST_MH = {"eight_schools", "kidiq_momiq", "ark"}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["mh", "nuts"])
-@pytest.mark.parametrize("name", RECIPES)
+def _recipe_cases():
+    for method in ("mh", "nuts"):
+        for name in RECIPES:
+            fast = method == "mh" and name in FAST_MH
+            marks = [] if fast else [pytest.mark.slow]
+            yield pytest.param(name, method, id=f"{name}-{method}", marks=marks)
+
+
+@pytest.mark.parametrize(("name", "method"), list(_recipe_cases()))
 def test_recipe_matches_reference(name, method):
     _check_against_reference(name, method)
 

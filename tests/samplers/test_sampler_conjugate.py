@@ -99,10 +99,21 @@ def _check(draws, mean, sd, summary, method):
     assert np.all(np.abs(got_sd / sd - 1) < 0.12), (got_sd, sd)
 
 
+# HMC with a fixed trajectory length takes 15-60 s on these (Pyro runs one kernel per chain):
+# they run with -m slow; normal_normal keeps HMC in the default run.
+SLOW_CASES = {
+    ("beta_binomial", "hmc"),
+    ("dirichlet_categorical", "hmc"),
+    ("gamma_poisson", "hmc"),
+    ("pyro_normal", "hmc"),
+}
+
+
 def _cases():
     for model in MODELS:
         for method in SETTINGS:
-            yield pytest.param(model, method, id=f"{model}-{method}")
+            marks = [pytest.mark.slow] if (model, method) in SLOW_CASES else []
+            yield pytest.param(model, method, id=f"{model}-{method}", marks=marks)
 
 
 def _sample_conjugate(model, method, seed, **settings):
@@ -134,7 +145,13 @@ def _pyro_normal_model(y):
         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
 
-@pytest.mark.parametrize("method", list(SETTINGS))
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(m, marks=[pytest.mark.slow] if ("pyro_normal", m) in SLOW_CASES else [])
+        for m in SETTINGS
+    ],
+)
 def test_pyro_model_normal_normal(method):
     _, _, _, mean, sd = normal_normal()
     settings = dict(SETTINGS[method])

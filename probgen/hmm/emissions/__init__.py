@@ -16,11 +16,12 @@ with quadratic features for both, over all steps at once, with the arrays stored
 see `state_outer` and `probgen.hmm.inference.state_major_empty`).
 
 Built-in families: `CategoricalEmission`, `GaussianEmission` (diag, full, spherical, tied
-covariances), `GaussianMixtureEmission`, `PoissonEmission`; `TorchDistributionEmission` wraps
-any torch distribution batched over states and is fitted by gradient ascent.
+covariances), `GaussianMixtureEmission`, `PoissonEmission`, `MultinomialEmission`;
+`TorchDistributionEmission` wraps any torch distribution batched over states and is fitted by
+gradient ascent.
 
 Modules: `base` (the `Emission` protocol and shared helpers), `categorical`, `components`
-(Gaussian components and covariance types), `gaussian`, `gmm`, `poisson`,
+(Gaussian components and covariance types), `gaussian`, `gmm`, `multinomial`, `poisson`,
 `torch_distribution` and `build` (`build_emission`); every name is re-exported here. The
 k-means used to initialise the Gaussian and Poisson families is `probgen.core.kmeans`.
 
@@ -41,6 +42,7 @@ from probgen.hmm.emissions.categorical import CategoricalEmission
 from probgen.hmm.emissions.components import GaussianComponents, QuadraticFeatures
 from probgen.hmm.emissions.gaussian import GaussianEmission
 from probgen.hmm.emissions.gmm import GaussianMixtureEmission
+from probgen.hmm.emissions.multinomial import MultinomialEmission
 from probgen.hmm.emissions.poisson import PoissonEmission
 from probgen.hmm.emissions.torch_distribution import TorchDistributionEmission
 
@@ -51,6 +53,7 @@ __all__ = [
     "GaussianComponents",
     "GaussianEmission",
     "GaussianMixtureEmission",
+    "MultinomialEmission",
     "PoissonEmission",
     "QuadraticFeatures",
     "TorchDistributionEmission",

@@ -21,6 +21,7 @@ from probgen.hmm.emissions.base import (
 from probgen.hmm.emissions.categorical import CategoricalEmission
 from probgen.hmm.emissions.gaussian import GaussianEmission
 from probgen.hmm.emissions.gmm import GaussianMixtureEmission
+from probgen.hmm.emissions.multinomial import MultinomialEmission
 from probgen.hmm.emissions.poisson import PoissonEmission
 from probgen.hmm.emissions.torch_distribution import TorchDistributionEmission
 
@@ -36,6 +37,7 @@ def build_emission(
     pseudocount: float,
     covariance_prior: float,
     covariance_floor: float,
+    n_trials: int | None = None,
 ) -> Emission | None:
     """Build the emission module, or None when its size is only known from data."""
     if isinstance(emission, torch.distributions.Distribution):
@@ -68,7 +70,9 @@ def build_emission(
         )
     if emission == "poisson":
         return PoissonEmission(n_states, n_features)
+    if emission == "multinomial":
+        return MultinomialEmission(n_states, n_features, n_trials, pseudocount)
     raise DataError(
-        f"emission must be 'categorical', 'gaussian', 'gmm', 'poisson' or a torch distribution "
-        f"batched over states; got {emission!r}"
+        "emission must be 'categorical', 'gaussian', 'gmm', 'poisson', 'multinomial' or a torch "
+        f"distribution batched over states; got {emission!r}"
     )

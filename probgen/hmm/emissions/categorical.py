@@ -26,6 +26,9 @@ from probgen.hmm.layout import (
 class CategoricalEmission(Emission):
     """Categorical emissions over `n_symbols` symbols, with Dirichlet pseudocounts.
 
+    A missing symbol is the code -1 (`HMM` turns NaN in float input into -1): it has
+    probability one in every state, so it is marginalised, and adds nothing to the counts.
+
     Example:
         >>> emission = CategoricalEmission(n_states=2, n_symbols=3)
         >>> emission.log_prob(torch.tensor([0, 2])).exp()
@@ -35,6 +38,7 @@ class CategoricalEmission(Emission):
 
     family = "categorical"
     discrete = True
+    allows_missing = True
 
     def __init__(self, n_states: int, n_symbols: int, pseudocount: float = 0.0) -> None:
         super().__init__(n_states)
@@ -43,11 +47,19 @@ class CategoricalEmission(Emission):
         self.register_buffer("probs", torch.full((n_states, n_symbols), 1.0 / n_symbols))
 
     def log_prob(self, values: torch.Tensor) -> torch.Tensor:
-        return self.probs.log().t()[values.long()]
+        codes = values.long()
+        missing = codes < 0
+        log_probs = self.probs.log().t()[codes.clamp_min(0)]
+        return log_probs.masked_fill_(missing.unsqueeze(-1), 0.0) if missing.any() else log_probs
 
     def statistics(self, values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        codes = values.long()
+        missing = codes < 0
+        if missing.any():
+            codes = codes.clamp_min(0)
+            weights = weights.masked_fill(missing.unsqueeze(-1), 0.0)
         counts = weights.new_zeros(self.n_symbols, self.n_states)
-        counts.index_add_(0, values.long(), weights)
+        counts.index_add_(0, codes, weights)
         return {"symbol_counts": counts.t()}
 
     def prepare(self, values_tm: torch.Tensor) -> torch.Tensor:
@@ -63,6 +75,13 @@ class CategoricalEmission(Emission):
         step; the gather writes the state-major layout directly.
         """
         max_length, n_sequences = inputs.shape
+        missing = inputs < 0
+        if missing.any():
+            inputs = inputs.clamp_min(0)
+            observed = ~missing if mask_tm is None else mask_tm & ~missing
+            emission_probs, log_offsets = self.scaled_probs(inputs, None, out=out)
+            neutral_padding(emission_probs, log_offsets, observed)  # missing: probability one
+            return emission_probs, log_offsets
         peak = self.probs.amax(0)  # (n_symbols,); zero for a symbol no state emits
         scaled_table = self.probs / torch.where(peak > 0, peak, torch.ones_like(peak))
         table = scaled_table.expand(max_length, self.n_states, self.n_symbols)
@@ -78,6 +97,10 @@ class CategoricalEmission(Emission):
     ) -> dict[str, torch.Tensor]:
         """Symbol counts by one scatter-add of the posteriors, in their layout."""
         max_length, n_states, n_sequences = posteriors.shape
+        missing = inputs < 0
+        if missing.any():
+            inputs = inputs.clamp_min(0)
+            posteriors = posteriors.masked_fill(missing.unsqueeze(1), 0.0)
         if self.n_symbols > n_sequences:
             # The (T, n_states, n_symbols) scratch would outgrow the posteriors themselves.
             return super().posterior_statistics(inputs, posteriors)
@@ -91,7 +114,8 @@ class CategoricalEmission(Emission):
         self.probs = _normalize(counts, self.probs)
 
     def initialize(self, values: torch.Tensor, generator: torch.Generator) -> None:
-        frequencies = torch.bincount(values.long().reshape(-1), minlength=self.n_symbols)
+        codes = values.long().reshape(-1)
+        frequencies = torch.bincount(codes[codes >= 0], minlength=self.n_symbols)
         frequencies = frequencies.to(self.probs) + 1.0
         noise = torch.rand(
             self.n_states, self.n_symbols, generator=generator, device=generator.device

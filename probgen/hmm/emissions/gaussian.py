@@ -83,17 +83,7 @@ class GaussianEmission(Emission):
         return self.components.full_covariances()
 
     def check_missing(self, values: torch.Tensor, name: str) -> None:
-        """Full and tied covariances marginalise whole missing rows only."""
-        if self.covariance in ("full", "tied") and values.is_floating_point():
-            missing = torch.isnan(values)
-            partial = missing.any(-1) & ~missing.all(-1)
-            if partial.any():
-                where = partial.nonzero()[0].tolist()
-                raise DataError(
-                    f"{name}[{where[0]}] step {where[1]} has some but not all features missing; "
-                    f"covariance='{self.covariance}' marginalises only whole missing rows "
-                    "(use covariance='diag' or 'spherical')"
-                )
+        """Every pattern of missing entries is marginalised, so there is nothing to reject."""
 
     def log_prob(self, values: torch.Tensor) -> torch.Tensor:
         batch = values.shape[:-1]
@@ -105,8 +95,8 @@ class GaussianEmission(Emission):
         return self.components.statistics(filled, observed, weights)
 
     def prepare(self, values_tm: torch.Tensor) -> Any:
-        """Quadratic features for diag/spherical float64 emissions, else the values."""
-        if not self.components.uses_quadratic_features(values_tm.dtype):
+        """Quadratic features (float64) for diag/spherical emissions, else the values."""
+        if not self.components.uses_quadratic_features(values_tm.dtype, values_tm.device):
             return values_tm
         filled, observed = _split_missing_if_any(values_tm)
         return self.components.quadratic_features(filled, observed)
@@ -128,6 +118,18 @@ class GaussianEmission(Emission):
         weights = self.components.quadratic_weights(inputs.complete) * _LOG2_E
         length, n_sequences, width = inputs.values.shape
         features = inputs.values.reshape(length * n_sequences, width)
+        dtype = self.means.dtype if out is None else out.dtype
+        if dtype != features.dtype:
+            # float32 model, float64 features: the log-densities and their per-step shift are
+            # taken in float64 (the shift cancels most of each value), and only the shifted
+            # values, near zero for the likely states, are rounded to the model's dtype.
+            shape = (length, self.n_states, n_sequences)
+            wide = state_major_empty(shape, features)
+            torch.mm(weights, features.t(), out=states_by_steps_view(wide))
+            if out is None:
+                out = state_major_empty(shape, self.means)
+            probs, offsets = scale_state_major(wide, mask_tm, base_two=True, out=out)
+            return probs, offsets.to(dtype)
         if out is None:
             out = state_major_empty((length, self.n_states, n_sequences), features)
         matrix = states_by_steps_view(out)

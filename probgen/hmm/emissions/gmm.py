@@ -25,7 +25,10 @@ from probgen.hmm.emissions.gaussian import _split_missing
 
 
 class GaussianMixtureEmission(Emission):
-    """A mixture of `n_mix` Gaussians per state (whole NaN rows are marginalised).
+    """A mixture of `n_mix` Gaussians per state; NaN entries are marginalised.
+
+    With ``covariance="tied"`` the components of a state share one covariance matrix (as in
+    hmmlearn's GMMHMM); ``covariance_prior`` is added to each scatter as for Gaussian emissions.
 
     Example:
         >>> emission = GaussianMixtureEmission(n_states=2, n_features=3, n_mix=4)
@@ -47,17 +50,18 @@ class GaussianMixtureEmission(Emission):
         pseudocount: float = 0.0,
     ) -> None:
         super().__init__(n_states)
-        if covariance == "tied":
-            raise DataError(
-                "covariance='tied' is not available for emission='gmm'; use 'diag', 'full' or "
-                "'spherical'"
-            )
         self.n_features = n_features
         self.n_mix = n_mix
         self.pseudocount = float(pseudocount)
         self.event_shape = torch.Size([n_features])
+        # "tied" ties the components of each state (hmmlearn's GMMHMM), not all states.
         self.components = GaussianComponents(
-            n_states * n_mix, n_features, covariance, covariance_prior, covariance_floor
+            n_states * n_mix,
+            n_features,
+            covariance,
+            covariance_prior,
+            covariance_floor,
+            tied_groups=n_states if covariance == "tied" else None,
         )
         self.register_buffer("weights", torch.full((n_states, n_mix), 1.0 / n_mix))
 
@@ -78,14 +82,7 @@ class GaussianMixtureEmission(Emission):
         )
 
     def check_missing(self, values: torch.Tensor, name: str) -> None:
-        missing = torch.isnan(values)
-        partial = missing.any(-1) & ~missing.all(-1)
-        if partial.any():
-            where = partial.nonzero()[0].tolist()
-            raise DataError(
-                f"{name}[{where[0]}] step {where[1]} has some but not all features missing; "
-                "emission='gmm' marginalises only whole missing rows"
-            )
+        """Every pattern of missing entries is marginalised, so there is nothing to reject."""
 
     def _component_log_probs(self, values: torch.Tensor) -> torch.Tensor:
         filled, observed = _split_missing(values)

@@ -24,6 +24,9 @@ _RATE_FLOOR = 1e-8
 class PoissonEmission(Emission):
     """Independent Poisson counts per feature, one rate vector per state.
 
+    A missing count (NaN) has probability one and is left out of its feature's statistics:
+    the ``weight`` statistic is per state and feature, (n_states, n_features).
+
     Example:
         >>> emission = PoissonEmission(n_states=2, n_features=1)
         >>> emission.log_prob(torch.tensor([[0.0]])).exp()
@@ -32,6 +35,7 @@ class PoissonEmission(Emission):
 
     family = "poisson"
     discrete = True
+    allows_missing = True
 
     def __init__(self, n_states: int, n_features: int = 1) -> None:
         super().__init__(n_states)
@@ -42,19 +46,37 @@ class PoissonEmission(Emission):
     def log_prob(self, values: torch.Tensor) -> torch.Tensor:
         rates = self.rates.clamp_min(_RATE_FLOOR)
         values = values.to(rates.dtype)
+        missing = torch.isnan(values)
+        if missing.any():
+            values = values.masked_fill(missing, 0.0)
+            mean_terms = (~missing).to(rates.dtype) @ rates.t()  # only observed counts
+        else:
+            mean_terms = rates.sum(-1)
         constant = torch.lgamma(values + 1).sum(-1, keepdim=True)
-        return values @ rates.log().t() - rates.sum(-1) - constant
+        return values @ rates.log().t() - mean_terms - constant
 
     def statistics(self, values: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"weight": weights.sum(0), "sum": weights.t() @ values.to(weights.dtype)}
+        values = values.to(weights.dtype)
+        observed = ~torch.isnan(values)
+        return {
+            "weight": weights.t() @ observed.to(weights.dtype),
+            "sum": weights.t() @ values.masked_fill(~observed, 0.0),
+        }
 
     def m_step(self, statistics: dict[str, torch.Tensor]) -> None:
-        weight = statistics["weight"][:, None]
+        weight = statistics["weight"]
+        if weight.dim() == 1:  # statistics of a release before per-feature weights
+            weight = weight[:, None]
         rates = statistics["sum"] / weight.clamp_min(1e-300)
         self.rates = torch.where(weight > 0, rates, self.rates).clamp_min(_RATE_FLOOR)
 
     def initialize(self, values: torch.Tensor, generator: torch.Generator) -> None:
         data = values.to(self.rates.dtype)
+        missing = torch.isnan(data)
+        if missing.any():
+            # k-means needs whole rows: missing counts take their feature's observed mean.
+            means = data.nan_to_num(0.0).sum(0) / (~missing).sum(0).clamp_min(1)
+            data = torch.where(missing, means, data)
         centres, _ = kmeans(data, self.n_states, generator)
         self.rates = (centres + 0.1 * data.mean(0).clamp_min(_RATE_FLOOR)).clamp_min(_RATE_FLOOR)
 

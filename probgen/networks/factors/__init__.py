@@ -8,7 +8,8 @@ and the scales returned as logs so that long eliminations do not underflow.
 
 Modules: `algebra` (the factor table, products, evidence), `orders` (elimination orders),
 `elimination` (variable elimination, backward sampling), `junction_tree` (tree and clique
-potentials), `calibration` (dense batched junction-tree calibration), `loopy` (loopy BP).
+potentials), `calibration` (dense batched junction-tree calibration), `loopy` (loopy BP),
+`max_product` (max-product calibration: max-marginals).
 
 Example:
     >>> import torch
@@ -36,6 +37,7 @@ from probgen.networks.factors.junction_tree import (
     clique_potentials,
 )
 from probgen.networks.factors.loopy import loopy_belief_propagation
+from probgen.networks.factors.max_product import max_calibrate
 from probgen.networks.factors.orders import max_clique_size, min_fill_order, moral_adjacency
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "build_junction_tree",
     "clique_potentials",
     "loopy_belief_propagation",
+    "max_calibrate",
     "sample_by_elimination",
     "DenseTree",
     "compile_dense",
