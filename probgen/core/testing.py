@@ -264,10 +264,10 @@ def _check_normalization(
         result = importance_normalizer(model, seed=seed, sample_options=sample_options)
         report["importance_normalizer"] = result
         if result["effective_sample_size"] >= _MIN_IMPORTANCE_ESS:
-            estimate, error = result["normalizer"], result["standard_error"]
+            estimate, standard_error = result["normalizer"], result["standard_error"]
             _require(
-                abs(estimate - 1.0) <= 4 * error + 0.02,
-                f"exp(log_prob) integrates to {estimate:.4f} +- {error:.4f} "
+                abs(estimate - 1.0) <= 4 * standard_error + 0.02,
+                f"exp(log_prob) integrates to {estimate:.4f} +- {standard_error:.4f} "
                 "(importance sampling), not 1",
             )
             return report
