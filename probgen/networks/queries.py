@@ -21,7 +21,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
 import torch
 from torch import Tensor
 
@@ -184,10 +183,16 @@ class QueriesMixin:
     # ---- exact inference ---------------------------------------------------------------------
     def _relevant(self, names: Iterable[str]) -> list[int]:
         """Indices of `names` and their ancestors (the rest sums to one and is skipped)."""
-        graph = self.graph
+        # walk the parent lists directly: building a networkx graph per call cost more than
+        # the walk itself
+        parents = self.parents
         keep = set(names)
-        for variable in list(keep):
-            keep |= nx.ancestors(graph, variable)
+        stack = list(keep)
+        while stack:
+            for parent in parents[stack.pop()]:
+                if parent not in keep:
+                    keep.add(parent)
+                    stack.append(parent)
         return sorted(self._position[v] for v in keep)
 
     def _variables_argument(self, variables: Any, name: str) -> list[str]:

@@ -42,6 +42,48 @@ class Factor:
 
 
 # ---- contraction ----------------------------------------------------------------------------
+# opt_einsum contraction paths by (equation, operand shapes, strategy): torch.einsum searches
+# the path again on every call, which costs more than the contraction for the small tables
+# of batched queries (the same contractions recur call after call)
+_PATHS: dict[tuple, list[int]] = {}
+_PATHS_LIMIT = 4096
+
+
+def _letter(axis: int) -> str:
+    # torch.einsum's sublist-to-letter mapping, so the equation (and path) is the one it builds
+    return chr(ord("A") + axis) if axis < 26 else chr(ord("a") + axis - 26)
+
+
+def _einsum(operands: list, output: list[int]) -> Tensor:
+    """`torch.einsum(*operands, output)` with the contraction path cached (same result)."""
+    import torch.backends.opt_einsum as backend
+
+    tensors = operands[0::2]
+    vf = getattr(torch, "_VF", None)
+    if (
+        vf is None
+        or (len(tensors) > 2 and not backend.is_available())
+        or torch.overrides.has_torch_function(tensors)
+    ):
+        return torch.einsum(*operands, output)
+    equation = ",".join("".join(map(_letter, axes)) for axes in operands[1::2])
+    equation += "->" + "".join(map(_letter, output))
+    if len(tensors) <= 2 or not backend.enabled:
+        # what torch.einsum runs for these, without re-parsing the sublists
+        return vf.einsum(equation, tensors)
+    key = (equation, tuple(tuple(t.shape) for t in tensors), backend.strategy)
+    path = _PATHS.get(key)
+    if path is None:
+        steps, _ = backend.get_opt_einsum().contract_path(
+            equation, *tensors, optimize=backend.strategy
+        )
+        path = [axis for step in steps for axis in step]
+        if len(_PATHS) >= _PATHS_LIMIT:
+            _PATHS.clear()
+        _PATHS[key] = path
+    return vf.einsum(equation, tensors, path=path)
+
+
 def contract(
     factors: Sequence[Factor], keep: Sequence[int], *, batch_size: int | None = None
 ) -> Factor:
@@ -80,7 +122,7 @@ def contract(
     output = [index[v] for v in keep]
     if batched:
         output = [batch_axis, *output]
-    values = torch.einsum(*operands, output)
+    values = _einsum(operands, output)
     if not batched and batch_size is not None:
         values = values.unsqueeze(0).expand(batch_size, *values.shape)
         batched = True
@@ -101,12 +143,17 @@ def evidence_factors(
         Mapping variable id -> batched Factor of 0/1 (all ones where that row has no evidence).
     """
     result: dict[int, Factor] = {}
+    if not len(variables):
+        return result
+    cards = [int(cardinalities[variable]) for variable in variables]
+    # every column's indicator in one comparison (column-major, so each slice is one block);
+    # a per-column loop cost several small tensor ops per observed variable
+    states = observed.T[:, :, None]
+    hits = torch.arange(max(cards), device=observed.device) == states
+    indicators = (hits | (states < 0)).to(torch.float64)
     for column, variable in enumerate(variables):
-        states = observed[:, column]
-        card = int(cardinalities[variable])
-        hits = torch.arange(card, device=observed.device)[None, :] == states[:, None]
-        indicator = torch.where((states < 0)[:, None], torch.ones_like(hits), hits)
-        result[variable] = Factor((variable,), indicator.to(torch.float64), True)
+        indicator = indicators[column, :, : cards[column]]
+        result[variable] = Factor((variable,), indicator, True)
     return result
 
 

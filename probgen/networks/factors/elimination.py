@@ -35,6 +35,31 @@ def _rescale(factor: Factor) -> tuple[Factor, Tensor]:
     return Factor(factor.variables, values / safe, False), torch.log(scale).reshape(1)
 
 
+# min-fill orders by (factor scopes, cardinalities, eliminated set): batched queries with the
+# same evidence columns rebuild the same order on every call, and min-fill is quadratic
+_ORDERS: dict[tuple, list[int]] = {}
+_ORDERS_LIMIT = 1024
+
+
+def _cached_order(
+    factors: Sequence[Factor], cards: dict[int, int], eliminate: set[int]
+) -> list[int]:
+    """`min_fill_order` of the factors' interaction graph, memoised (orders are deterministic)."""
+    key = (
+        tuple(f.variables for f in factors),
+        tuple(sorted(cards.items())),
+        frozenset(eliminate),
+    )
+    order = _ORDERS.get(key)
+    if order is None:
+        adjacency = moral_adjacency((f.variables for f in factors), cards)
+        order = min_fill_order(adjacency, cards, eliminate=eliminate)
+        if len(_ORDERS) >= _ORDERS_LIMIT:
+            _ORDERS.clear()
+        _ORDERS[key] = order
+    return list(order)
+
+
 def _sum_out(
     factors: Sequence[Factor], variables: Iterable[int], order: Sequence[int] | None
 ) -> tuple[list[Factor], Tensor, dict[int, int], int]:
@@ -45,8 +70,7 @@ def _sum_out(
             cards[variable] = factor.values.shape[axis + int(factor.batched)]
     variables = set(variables)
     if order is None:
-        adjacency = moral_adjacency((f.variables for f in factors), cards)
-        order = min_fill_order(adjacency, cards, eliminate=variables & set(cards))
+        order = _cached_order(factors, cards, variables & set(cards))
     pool = list(factors)
     batch = max((f.values.shape[0] for f in factors if f.batched), default=1)
     log_scale = torch.zeros(batch, dtype=torch.float64, device=factors[0].values.device)
