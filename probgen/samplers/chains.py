@@ -117,7 +117,8 @@ def sample_chains(
         event_shape: shape of a function's argument when `initial` is not given.
         cardinalities: number of values per coordinate of a discrete density or function.
         name: parameter name of a density's or function's draws (default "x").
-        thin: keep every `thin`-th draw.
+        thin: keep every `thin`-th draw (`num_samples` counts the kept draws, so a run makes
+            `warmup + num_samples * thin` sweeps).
         progress: show a tqdm progress bar.
         checkpoint: file to which finished draws are written every `flush_every` draws and on
             interruption (Ctrl-C), so an interrupted run leaves readable `Samples`.
