@@ -37,25 +37,9 @@ __all__ = ["PyroDensity"]
 class PyroDensity(PyroPotential, Model):
     """A Pyro model as an unnormalised density over its unconstrained latent vector.
 
-    Args:
-        model: a Pyro model (a callable that calls `pyro.sample`).
-        model_args: positional arguments of `model`.
-        model_kwargs: keyword arguments of `model`.
-        vectorize: evaluate many parameter vectors in one model run (True), one at a time
-            (False), or detect which works (None, the default).
-        jit: compile the vectorised log density with `torch.jit.trace` (one trace per batch
-            size, checked against the plain evaluation when made); about 4x faster for small
-            models, for models without data-dependent Python control flow.
-        prototype_seed: seed for the one prior draw used to discover the sites.
-
-    Attributes:
-        sites: the latent sites (`LatentSite`) in order; `site_names` their names.
-        deterministic_names: names of `pyro.deterministic` sites, recorded with the draws.
-        event_shape: (dim,), the length of the unconstrained vector.
-
-    The log density includes every `pyro.sample` and `pyro.factor` term with its scale and mask,
-    plus the log-Jacobian of the maps from unconstrained space; the constant is unknown
-    (kind `unnormalized`). `fit` is a no-op: a posterior has nothing to fit.
+    The arguments, attributes and log density are `PyroPotential`'s (this class adds the
+    density contract on top); the constant is unknown (kind `unnormalized`). `fit` is a no-op:
+    a posterior has nothing to fit.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
