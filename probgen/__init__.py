@@ -30,8 +30,10 @@ _EXPORTS: dict[str, str] = {
     "ConvergenceWarning": "probgen.core.errors",
     "check_density": "probgen.core.testing",
     "set_num_threads": "probgen.core.threads",
+    "evaluate": "probgen.evaluation",
     # explicit-likelihood models
     "HMM": "probgen.hmm",
+    "HSMM": "probgen.hmm",
     "BayesianNetwork": "probgen.networks",
     "MarkovNetwork": "probgen.networks",
     "learn_structure": "probgen.networks",
@@ -47,10 +49,14 @@ _EXPORTS: dict[str, str] = {
     "PyroDensity": "probgen.samplers.pyro_density",
     # neural models
     "VAE": "probgen.deep.vae",
+    "Diffusion": "probgen.diffusion",
     "Flow": "probgen.deep.flows",
     "MADE": "probgen.deep.autoregressive",
     "PixelCNN": "probgen.deep.autoregressive",
     "SequenceModel": "probgen.deep.autoregressive",
+    "CycleGAN": "probgen.gan.cyclegan",
+    "GAN": "probgen.gan.model",
+    "StyleGAN": "probgen.gan.stylegan",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,4 +1,4 @@
-"""The `probgen` command: demo, list, fit, sample, score, infer.
+"""The `probgen` command: demo, list, fit, sample, score, infer, evaluate.
 
 Example:
     $ probgen demo --out casino_demo
@@ -7,6 +7,7 @@ Example:
     $ probgen sample casino.probgen -n 5 --length 100 --out rolls.csv
     $ probgen score casino.probgen rolls.csv
     $ probgen infer examples/eight_schools.toml --out runs/eight_schools
+    $ probgen evaluate digits_vae.probgen --data vae_digits --out report
 """
 
 from __future__ import annotations
@@ -79,6 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("config", help="experiment config (.toml)")
     infer.add_argument("--out", help="results folder (default: ./results/NAME)")
     infer.set_defaults(handler=_infer)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="judge saved models on held-out data: likelihood and sample metrics"
+    )
+    evaluate.add_argument("models", nargs="+", metavar="MODEL", help="model files")
+    evaluate.add_argument(
+        "--data", required=True, help="held-out data: .csv/.npy file, or a recipe (its test split)"
+    )
+    evaluate.add_argument("--train", help="training data (file or recipe name) for memorisation")
+    evaluate.add_argument("--out", help="folder for evaluation.json and samples.png")
+    evaluate.add_argument("--samples", type=int, help="samples per model (default: data's size)")
+    evaluate.add_argument("--max-examples", type=int, default=2000, help="held-out examples used")
+    evaluate.add_argument(
+        "--features", default="auto", choices=["auto", "raw", "digits", "mnist"],
+        help="feature space of the sample metrics (auto: the in-repo classifier for digit images)",
+    )
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 
@@ -242,6 +261,46 @@ def _infer(arguments: argparse.Namespace) -> int:
     print((out / "comparison.md").read_text(), end="")
     print(f"results written to {out.resolve()}")
     return 0
+
+
+def _evaluate(arguments: argparse.Namespace) -> int:
+    from probgen.core.io import load
+    from probgen.evaluation import evaluate
+
+    models = {}
+    for path in arguments.models:
+        name, counter = Path(path).stem, 2
+        while name in models:
+            name, counter = f"{Path(path).stem}_{counter}", counter + 1
+        models[name] = load(path)
+    first = next(iter(models.values()))
+    data = _evaluation_data(first, arguments.data, "test")
+    train = None if arguments.train is None else _evaluation_data(first, arguments.train, "train")
+    report = evaluate(
+        models,
+        data,
+        out_dir=arguments.out,
+        train_data=train,
+        n_samples=arguments.samples,
+        max_examples=arguments.max_examples,
+        features=arguments.features,
+        seed=arguments.seed,
+    )
+    print(f"feature space of the sample metrics: {report['feature_space']}")
+    print(report["table"])
+    for path in report["files"].values():
+        print(f"written: {path}")
+    return 0
+
+
+def _evaluation_data(model: Any, source: str, split: str) -> Any:
+    """Data from a file, or a recipe's `split` when `source` names a recipe, not a file."""
+    if not Path(source).exists():
+        from probgen.recipes import registry
+
+        if source in registry.names():
+            return registry.get(source).data(split=split)
+    return _read_for_model(model, source)
 
 
 def _read_for_model(model: Any, path: str) -> Any:

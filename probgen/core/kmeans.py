@@ -18,6 +18,9 @@ import torch
 
 from probgen.core.errors import DataError
 
+# Larger data is clustered on a random subset of this many rows (plenty for starting values).
+SUBSET_SIZE = 20000
+
 
 def kmeans(
     values: torch.Tensor, n_clusters: int, generator: torch.Generator, n_iter: int = 25
@@ -40,8 +43,9 @@ def kmeans(
         [0.0, 5.0]
     """
     n_values = values.shape[0]
-    if n_values > 20000:  # a random subset is plenty for starting values
-        keep = torch.randperm(n_values, generator=generator, device=generator.device)[:20000]
+    if n_values > SUBSET_SIZE:
+        keep = torch.randperm(n_values, generator=generator, device=generator.device)
+        keep = keep[:SUBSET_SIZE]
         values = values[keep.to(values.device)]
         n_values = values.shape[0]
     first = int(torch.randint(n_values, (1,), generator=generator, device=generator.device))

@@ -226,6 +226,8 @@ def _check_normalization(
     report: dict[str, Any] = {}
     if kind is not LogProbKind.EXACT:
         _require(required == "auto", f"normalisation cannot be checked for kind {kind.value}")
+        if kind is LogProbKind.NONE:  # no log_prob to integrate (a GAN)
+            return report
         if check_sampling and _importance_checkable(model, sample_options, seed):
             # Not a requirement: a bound or an estimate need not integrate to one.
             try:

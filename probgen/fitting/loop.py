@@ -119,6 +119,7 @@ def fit_model(
     seed: int | None = None,
     max_steps: int | None = None,
     collate: Callable[[Any], Any] | None = None,
+    epoch_end: Callable[[nn.Module, dict], None] | None = None,
     epochs: int | None = None,
     lr: float | None = None,
 ) -> list[dict]:
@@ -159,18 +160,23 @@ def fit_model(
             Pyro and `torch.randn` draw from); the caller's global random state is restored.
         max_steps: stop after this many minibatches in total (optimiser steps, for one loss).
         collate: `fn(batch) -> batch` applied to each minibatch after it is on the device.
+        epoch_end: `fn(model, record) -> None` called at the end of each epoch with that
+            epoch's history record before it is stored, to add the model's own diagnostics
+            (they are then checkpointed with the history); it may raise `FitError`.
         epochs: deprecated name of `n_epochs`.
         lr: deprecated name of `learning_rate`.
 
     Returns:
         The history: one dict per epoch with `epoch`, `train_loss`, `val_log_prob`, `lr`,
-        `seconds` and `steps`. With `steps`, also `losses` (each step's mean loss, by name)
-        and `lrs` (each step's learning rate); `train_loss` is then the sum of `losses` and
-        `lr` the first step's.
+        `seconds` and `steps`. With `steps`, also `losses` (each step's mean loss, by name),
+        `grad_norms` (each step's mean gradient norm before clipping) and `lrs` (each step's
+        learning rate); `train_loss` is then the sum of `losses` and `lr` the first step's.
 
     Raises:
         DataError: malformed data or settings.
-        FitError: the loss became NaN or infinite; the model keeps its last good parameters.
+        FitError: the loss became NaN or infinite, or a step's loss, `after_step` or
+            `epoch_end` raised `FitError` (a model's own divergence test); the model keeps its
+            last good parameters (those at the start of the epoch).
 
     Example:
         >>> import torch
@@ -208,6 +214,8 @@ def fit_model(
         raise DataError("give fit_model either loss or steps")
     if steps is None and not callable(loss):
         raise DataError("loss must be a callable loss(model, batch) -> scalar tensor")
+    if epoch_end is not None and not callable(epoch_end):
+        raise DataError("epoch_end must be a callable fn(model, record)")
 
     device = _model_device(model)
     train_batches = _Batches(data, "data", batch_size, device, collate)
@@ -269,6 +277,7 @@ def fit_model(
             progress=progress,
             max_steps=max_steps,
             single=single,
+            epoch_end=epoch_end,
         )
 
 
@@ -349,6 +358,7 @@ def _run(
     progress: bool,
     max_steps: int | None,
     single: bool,
+    epoch_end: Callable[[nn.Module, dict], None] | None = None,
 ) -> list[dict]:
     # Every parameter some step updates, once each, for the end-of-epoch finiteness check.
     parameters = list({id(p): p for item in optimised for p in item.parameters}.values())
@@ -368,21 +378,39 @@ def _run(
             started = time.perf_counter()
             totals = [0.0] * len(optimised)
             counts = [0] * len(optimised)
+            # Summed on the device and read once per epoch: no synchronisation per step.
+            norm_totals: list[Any] = [0.0] * len(optimised)
+            updates = [0] * len(optimised)
             for batch in train_batches.iterate(shuffle):
                 for index, item in enumerate(optimised):
+                    where = "" if single else f"step {item.step.name!r}: "
                     for _ in range(item.step.repeats):
-                        loss = item.step.loss(model, batch)
+                        try:
+                            loss = item.step.loss(model, batch)
+                        except FitError as error:  # the model's own divergence test
+                            _fail(model, epoch_good_state, state, f"{where}{error}", restore=True)
                         loss_value = float(loss.detach())
                         if not math.isfinite(loss_value):
-                            where = "" if single else f"step {item.step.name!r}: "
                             _fail(model, epoch_good_state, state, f"{where}loss is {loss_value}")
                         # Only this step's gradients are cleared and used: a generator loss
                         # also reaches the discriminator, whose step clears them before its own.
                         item.optimizer.zero_grad(set_to_none=True)
                         loss.backward()
                         if grad_clip is not None:
-                            torch.nn.utils.clip_grad_norm_(item.parameters, grad_clip)
+                            norm = torch.nn.utils.clip_grad_norm_(item.parameters, grad_clip)
+                        elif not single:
+                            norm = _grad_norm(item.parameters)
+                        if not single:
+                            norm_totals[index] = norm_totals[index] + norm.detach()
+                            updates[index] += 1
                         item.optimizer.step()
+                        if item.step.after_step is not None:
+                            try:
+                                item.step.after_step(model)
+                            except FitError as error:
+                                _fail(
+                                    model, epoch_good_state, state, f"{where}{error}", restore=True
+                                )
                         size = _batch_size_of(batch)
                         totals[index] += loss_value * size
                         counts[index] += size
@@ -403,9 +431,19 @@ def _run(
             }
             if not single:
                 record["losses"] = {i.step.name: m for i, m in zip(optimised, means)}
+                record["grad_norms"] = {
+                    i.step.name: float(total) / max(count, 1)
+                    for i, total, count in zip(optimised, norm_totals, updates)
+                }
                 record["lrs"] = {
                     i.step.name: float(i.optimizer.param_groups[0]["lr"]) for i in optimised
                 }
+            if epoch_end is not None:
+                try:
+                    epoch_end(model, record)
+                except FitError as error:
+                    state.epoch -= 1  # the epoch did not complete
+                    _fail(model, epoch_good_state, state, str(error), restore=True)
             if val_batches is not None:
                 value = _mean_log_prob(model, val_batches, val_fn)
                 record["val_log_prob"] = value
@@ -448,10 +486,25 @@ def _run(
     return list(state.history)
 
 
+def _grad_norm(parameters: list[nn.Parameter]) -> torch.Tensor:
+    """The global 2-norm of the parameters' gradients (as `clip_grad_norm_` measures it)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
 def _fail(
-    model: nn.Module, good_state: dict[str, torch.Tensor], state: _LoopState, reason: str
+    model: nn.Module,
+    good_state: dict[str, torch.Tensor],
+    state: _LoopState,
+    reason: str,
+    *,
+    restore: bool = False,
 ) -> None:
-    if not all(
+    # `restore`: the model itself judged its (finite) parameters diverged; else only NaN or
+    # infinite parameters are replaced by the epoch's starting ones.
+    if restore or not all(
         bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point()
     ):
         model.load_state_dict(good_state)

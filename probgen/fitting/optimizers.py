@@ -51,6 +51,9 @@ class Step:
             for `fit_model`'s `optimizer`.
         weight_decay: L2 penalty for this step; None for `fit_model`'s `weight_decay`.
         repeats: how many times the step runs on each minibatch (e.g. `n_critic`).
+        after_step: `fn(model) -> None` called after each of this step's optimiser updates
+            (e.g. an exponential moving average of the generator's weights); it may raise
+            `FitError` to stop a diverging fit.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Step:
     optimizer: str | Callable[..., torch.optim.Optimizer] | None = None
     weight_decay: float | None = None
     repeats: int = 1
+    after_step: Callable[[nn.Module], None] | None = None
 
     def parameter_group(self, model: nn.Module) -> list[nn.Parameter]:
         """The trainable parameters this step updates, in the model's order."""
@@ -101,6 +105,8 @@ def check_steps(steps: Sequence[Step]) -> tuple[Step, ...]:
             raise DataError(f"step {step.name!r}: loss must be callable loss(model, batch)")
         if not (isinstance(step.repeats, int) and step.repeats >= 1):
             raise DataError(f"step {step.name!r}: repeats must be a positive int")
+        if step.after_step is not None and not callable(step.after_step):
+            raise DataError(f"step {step.name!r}: after_step must be callable fn(model)")
     return steps
 
 

@@ -1,7 +1,29 @@
 """Implicit generative models (GANs): no density, judged by their samples.
 
+`GAN` (`probgen.gan.model`) with MLP or DCGAN networks (`networks`), the non-saturating,
+hinge and WGAN-GP losses and PacGAN packing (`losses`), and the training diagnostics,
+divergence test and weight averaging (`stability`).
+
 Example:
     >>> import probgen.gan
-    >>> probgen.gan.__name__
-    'probgen.gan'
+    >>> probgen.gan.LOSSES
+    ('non_saturating', 'hinge', 'wgan_gp')
 """
+
+from probgen.gan.losses import (
+    LOSSES,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    pack_samples,
+)
+from probgen.gan.model import GAN
+
+__all__ = [
+    "GAN",
+    "LOSSES",
+    "discriminator_loss",
+    "generator_loss",
+    "gradient_penalty",
+    "pack_samples",
+]

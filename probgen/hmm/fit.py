@@ -34,6 +34,7 @@ from probgen.hmm.emissions import (
     Emission,
     TorchDistributionEmission,
 )
+from probgen.hmm.labels import check_states, clamp_log_probs
 from probgen.hmm.parameters import _normalize_with_fallback
 from probgen.hmm.sequences import _Batch
 
@@ -43,11 +44,18 @@ _Model = TypeVar("_Model", bound="HMMFitMixin")
 class HMMFitMixin:
     """EM and gradient fitting for `probgen.hmm.model.HMM` (a mixin: it uses the HMM's state)."""
 
-    def e_step(self, sequences: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def e_step(
+        self, sequences: Any, *, states: Any = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Expected sufficient statistics of `sequences` and their log-likelihoods.
 
         The statistics are additive: sums over batches (or an `all_reduce` across processes)
         are the statistics of the union, which `m_step` maps to parameters.
+
+        Args:
+            sequences: the observations.
+            states: known states per step (-1 unknown), as for `fit`; the statistics and
+                log-likelihoods are then those of the observations jointly with the labels.
 
         Returns:
             `(statistics, log_likelihoods)`: a dict of tensors and (n_sequences,).
@@ -56,7 +64,9 @@ class HMMFitMixin:
             if isinstance(sequences, _Batch):
                 batch = sequences
             else:
-                batch = _Batch.of(self._prepare(sequences))
+                data = self._prepare(sequences)
+                labels = None if states is None else check_states(states, data, self.n_states)
+                batch = _Batch.of(data, labels)
             emission = self._ensure_emission()
             if not emission.supports_em:
                 raise DataError(
@@ -64,7 +74,9 @@ class HMMFitMixin:
                 )
             max_length, n_sequences = batch.mask_tm.shape
             method = hmm_inference.statistics_method(n_sequences, max_length, self.n_states)
-            if method == "scan":
+            if batch.states_tm is not None:
+                expected, emission_statistics = self._e_step_labelled(batch, emission)
+            elif method == "scan":
                 expected, emission_statistics = self._e_step_scan(batch, emission)
             else:
                 expected, emission_statistics = self._e_step_sequential(batch, emission)
@@ -159,6 +171,7 @@ class HMMFitMixin:
         self: _Model,
         sequences: Any,
         *,
+        states: Any = None,
         seed: int | None = None,
         warm_start: bool = False,
         progress: bool | None = None,
@@ -167,6 +180,13 @@ class HMMFitMixin:
 
         Args:
             sequences: list of arrays of different lengths, a padded array, or `Sequences`.
+            states: known hidden states, shaped like `sequences` without the event axes (one
+                integer array per sequence), -1 where unknown. EM then clamps the known
+                states (semi-supervised EM, `probgen.hmm.labels`) and `history_` records
+                log p(observations, known states). With every state known (and no missing
+                observation, for categorical, Gaussian, Poisson and multinomial emissions)
+                the fit is the closed-form maximum-likelihood estimate by counting, recorded
+                as one iteration.
             seed: deprecated, give ``HMM(..., seed=...)``; still overrides the constructor's
                 `seed` for the random starts for one release.
             warm_start: start the first restart from the current parameters (set by a
@@ -189,7 +209,8 @@ class HMMFitMixin:
                 )
         with self._threads_for(sequences):
             data = self._prepare(sequences, fitting=True)
-            result = self._fit_restarts(data, seed, warm_start, progress)
+            labels = None if states is None else check_states(states, data, self.n_states)
+            result = self._fit_restarts(data, seed, warm_start, progress, labels)
         record_fit(
             self,
             result,
@@ -201,10 +222,15 @@ class HMMFitMixin:
         return self
 
     def _fit_restarts(
-        self, data: Sequences, seed: int | None, warm_start: bool, progress: bool | None
+        self,
+        data: Sequences,
+        seed: int | None,
+        warm_start: bool,
+        progress: bool | None,
+        labels: torch.Tensor | None = None,
     ) -> EMResult:
         """Run every restart and keep the best one's parameters; the best run's record."""
-        batch = _Batch.of(data)
+        batch = _Batch.of(data, labels)
         generator = torch.Generator(device=self.device)
         chosen_seed = self.seed if seed is None else seed
         if chosen_seed is None:
@@ -226,9 +252,11 @@ class HMMFitMixin:
 
         def run() -> EMResult:
             if use_gradient:
-                return self._fit_gradient(data, n_steps, bar)
+                return self._fit_gradient(data, n_steps, bar, labels)
+            if self._closed_form(batch):
+                return self._fit_counting(batch)
             if self.batch_size is not None:
-                return self._fit_online(data, n_steps, generator, bar)
+                return self._fit_online(data, n_steps, generator, bar, labels)
             return self._fit_em(batch, n_steps, bar)
 
         bar = _progress_bar(show, self.n_init * self.max_iter)
@@ -239,21 +267,27 @@ class HMMFitMixin:
                 lambda restart: self._initialize(batch, generator, restart, kept),
                 run,
                 warm_start=warm_start and self.fitted_,
-                score=None if self.n_init == 1 else lambda _: self._final_log_likelihood(data),
+                score=None
+                if self.n_init == 1
+                else lambda _: self._final_log_likelihood(data if labels is None else batch),
             )
         finally:
             if bar is not None:
                 bar.close()
 
-    def _final_log_likelihood(self, data: Sequences) -> float:
+    def _final_log_likelihood(self, data: Sequences | _Batch) -> float:
         """log p(data) at the parameters a restart returns, by which restarts are ranked.
 
         Batch EM records the log-likelihood at the parameters each iteration started from,
         one m-step behind the returned ones, so ranking by its record could keep a worse
-        restart; one forward pass per restart settles it.
+        restart; one forward pass per restart settles it. A labelled batch is ranked by
+        log p(data, known states).
         """
         with torch.no_grad():
-            total = float(self._log_prob_prepared(data).sum())
+            if isinstance(data, _Batch):
+                total = float(self.e_step(data)[1].sum())
+            else:
+                total = float(self._log_prob_prepared(data).sum())
         return total if math.isfinite(total) else -math.inf
 
     def _initialize(
@@ -341,7 +375,12 @@ class HMMFitMixin:
         )
 
     def _fit_online(
-        self, data: Sequences, n_steps: int, generator: torch.Generator, bar: Any
+        self,
+        data: Sequences,
+        n_steps: int,
+        generator: torch.Generator,
+        bar: Any,
+        labels: torch.Tensor | None = None,
     ) -> EMResult:
         """Stepwise EM: running statistics s <- (1 - rho) s + rho * (scaled batch statistics).
 
@@ -365,7 +404,9 @@ class HMMFitMixin:
             for begin in range(0, n_sequences, batch_size):
                 index = order[begin : begin + batch_size].to(self.device)
                 last_good = snapshot(self)
-                statistics, log_likelihoods = self.e_step(_Batch.of(data[index]))
+                part = data[index]
+                known = None if labels is None else labels[index][:, : part.max_length]
+                statistics, log_likelihoods = self.e_step(_Batch.of(part, known))
                 batch_total = float(log_likelihoods.sum())
                 if not math.isfinite(batch_total):
                     self.load_state_dict(last_good)
@@ -390,6 +431,8 @@ class HMMFitMixin:
                         "model keeps its last good parameters"
                     )
             with torch.no_grad():
+                if labels is not None:
+                    return float(self.e_step(_Batch.of(data, labels))[1].sum())
                 return float(self._log_prob_prepared(data).sum())
 
         return run_em(
@@ -402,7 +445,9 @@ class HMMFitMixin:
             what="HMM minibatch EM",
         )
 
-    def _fit_gradient(self, data: Sequences, n_steps: int, bar: Any) -> EMResult:
+    def _fit_gradient(
+        self, data: Sequences, n_steps: int, bar: Any, labels: torch.Tensor | None = None
+    ) -> EMResult:
         """Adam on the exact log-likelihood (custom torch-distribution emissions)."""
         emission = self._ensure_emission()
         start_logits = self.start_probs.clamp_min(1e-30).log().clone().requires_grad_(True)
@@ -422,6 +467,8 @@ class HMMFitMixin:
         def step() -> float:
             optimizer.zero_grad()
             emission_log_probs = emission.log_prob(data.values)
+            if labels is not None:
+                emission_log_probs = clamp_log_probs(emission_log_probs, labels)
             log_likelihoods = hmm_inference.hmm_log_likelihood(
                 start_logits, transition_logits, emission_log_probs, data.lengths
             )

@@ -38,18 +38,21 @@ class _Batch:
     mask_tm: torch.Tensor  # (max_length, n_sequences)
     complete: bool  # every sequence has max_length steps
     observed_values: torch.Tensor  # (n_observed_steps, *event), time-major order
+    # (max_length, n_sequences) known states (-1 unknown) of a labelled fit; None: unlabelled.
+    states_tm: torch.Tensor | None = field(default=None, repr=False)
     # (emission, its prepare_key() then, emission.prepare(values_tm)), reused across iterations.
     _prepared: tuple[Emission, torch.Tensor | None, Any] | None = field(default=None, repr=False)
     # The e-step's large arrays, reused across iterations rather than mapped in afresh.
     workspace: hmm_inference.Workspace = field(default_factory=hmm_inference.Workspace, repr=False)
 
     @classmethod
-    def of(cls, data: Sequences) -> _Batch:
+    def of(cls, data: Sequences, states: torch.Tensor | None = None) -> _Batch:
         values_tm = data.values.transpose(0, 1).contiguous()
         mask_tm = data.mask.t()
         complete = bool(mask_tm.all())
         observed = values_tm.reshape(-1, *values_tm.shape[2:]) if complete else values_tm[mask_tm]
-        return cls(values_tm, data.lengths, mask_tm, complete, observed)
+        states_tm = None if states is None else states.t().contiguous()
+        return cls(values_tm, data.lengths, mask_tm, complete, observed, states_tm)
 
     def emission_inputs(self, emission: Emission) -> Any:
         """`emission.prepare(values_tm)`, computed once per fit rather than once per iteration.

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from probgen.core.distributed import all_reduce_sum
+
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -278,7 +280,7 @@ def normalize_in_place(weighted_log_probs: Tensor) -> Tensor:
 
 
 def em_m_step(
-    data: EMFeatures, responsibilities: Tensor, reg_covar: float
+    data: EMFeatures, responsibilities: Tensor, reg_covar: float, *, sharded: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """`m_step` on precomputed features: (weights, means, covariances).
 
@@ -286,10 +288,16 @@ def em_m_step(
     one product responsibilities^T @ features. Full covariances are accumulated from the
     points' differences to each new mean (scikit-learn's numerically stable form), one batched
     product over components.
+
+    With `sharded`, `data` and `responsibilities` are this rank's rows: the sums are added up
+    over the ranks (`probgen.core.distributed.all_reduce_sum`; a second reduction for the full
+    covariances, which need the new means first), so every rank gets the same parameters.
     """
     dtype = data.points.dtype
     n_features = data.points.shape[1]
     statistics = responsibilities.T @ data.statistics_features  # (K, F)
+    if sharded:
+        all_reduce_sum(statistics)
     counts = statistics[:, 0] + 10 * torch.finfo(dtype).eps
     weighted_sums = statistics[:, 1 : n_features + 1]
     inverse_counts = counts.reciprocal().unsqueeze(1)
@@ -306,6 +314,8 @@ def em_m_step(
             difference = data.points[start:stop].unsqueeze(0) - means.unsqueeze(1)  # (K, b, D)
             weighted = difference * columns[:, start:stop, None]
             covariances.baddbmm_(weighted.mT, difference)
+        if sharded:
+            all_reduce_sum(covariances)
         covariances.mul_(inverse_counts.unsqueeze(-1))
         covariances.diagonal(dim1=-2, dim2=-1).add_(reg_covar)
     else:
@@ -381,12 +391,15 @@ def em_iteration(
     cholesky: Tensor | None,
     *,
     reg_covar: float,
+    sharded: bool = False,
 ) -> EMStep:
     """One EM iteration in scikit-learn's order: E-step (the average log-likelihood of the
     current parameters), M-step, validity check of the new parameters.
 
     `cholesky` is the lower Cholesky factor of `covariances` for "full" (None otherwise); the
-    returned step carries the new parameters' factors for the next iteration.
+    returned step carries the new parameters' factors for the next iteration. With `sharded`,
+    `data` is this rank's rows: the log-likelihood and the M-step's sums are reduced over the
+    ranks, so every rank records the same average and gets the same parameters.
 
     Example:
         >>> x = torch.tensor([[-2.0], [-1.0], [1.0], [2.0]], dtype=torch.float64)
@@ -397,10 +410,17 @@ def em_iteration(
         (None, [-1.345, 1.345])
     """
     weighted = em_weighted_log_probs(data, weights, means, covariances, cholesky)
-    average = float(normalize_in_place(weighted).mean())
+    if sharded:
+        log_likelihoods = normalize_in_place(weighted)
+        totals = torch.stack([log_likelihoods.sum(), log_likelihoods.new_tensor(len(weighted))])
+        average = float(all_reduce_sum(totals)[0] / totals[1])
+    else:
+        average = float(normalize_in_place(weighted).mean())
     if not math.isfinite(average):
         return EMStep(average, failure="nonfinite")
-    new_weights, new_means, new_covariances = em_m_step(data, weighted, reg_covar)
+    new_weights, new_means, new_covariances = em_m_step(
+        data, weighted, reg_covar, sharded=sharded
+    )
     new = (new_weights, new_means, new_covariances)
     valid, new_cholesky = _check_parameters(*new, data.covariance)
     if not valid:

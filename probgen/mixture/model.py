@@ -43,6 +43,7 @@ from torch import Tensor
 
 from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import as_tensor, check_choice, check_positive_int
+from probgen.core.distributed import is_distributed, shard_layout
 from probgen.core.errors import DataError, FitError
 from probgen.core.kmeans import kmeans
 from probgen.core.threads import small_op_threads
@@ -58,6 +59,7 @@ from probgen.mixture.inference import (
     gaussian_log_probs,
 )
 from probgen.mixture.priors import PRIOR_KEYS, nonnegative, prior_settings
+from probgen.mixture.sharded import sharded_features, sharded_start
 
 COVARIANCE_TYPES = ("full", "diag", "spherical")
 INIT_METHODS = ("kmeans", "random")
@@ -408,6 +410,11 @@ class GaussianMixture(MixtureGibbs, Model):
         "mean_log_likelihood": v}`` with v the average log-likelihood per point before the
         iteration's M-step (scikit-learn's `lower_bound_` for the last one).
 
+        Under `torch.distributed` (`probgen.distributed.is_distributed()`), `data` is this
+        rank's rows: the fit is over all ranks' rows (in rank order), every rank ends with the
+        same parameters, equal to a single-process fit on the concatenated data up to
+        rounding. Every rank calls `fit` with the same settings.
+
         Args:
             data: points (n, D), n >= n_components.
             seed: deprecated (set it in the constructor); overrides `seed` for this call.
@@ -435,20 +442,27 @@ class GaussianMixture(MixtureGibbs, Model):
             raise DataError(f"data must have shape (n, n_features), got {tuple(x.shape)}")
         if self.fitted_ and self.n_features is not None and x.shape[1] != self.n_features:
             raise DataError(f"data has {x.shape[1]} features, the model has {self.n_features}")
-        if x.shape[0] < self.n_components:
+        sharded = is_distributed()
+        offset, total = shard_layout(x.shape[0]) if sharded else (0, x.shape[0])
+        if total < self.n_components:
             raise DataError(
-                f"data has {x.shape[0]} points; need at least n_components={self.n_components}"
+                f"data has {total} points; need at least n_components={self.n_components}"
             )
         resume = warm_start and self.fitted_
         self._set_n_features(x.shape[1])
         generator = self.make_generator(self.seed if seed is None else seed)
         with torch.no_grad(), small_op_threads(_em_work(self, x), x):
-            features = em_features(x, self.covariance)
+            if sharded:
+                features = sharded_features(x, self.covariance)
+                shards = (offset, total)
+            else:
+                features = em_features(x, self.covariance)
+                shards = None
             result = fit_restarts(
                 self,
                 self.n_init,
-                lambda restart: self._initialize(x, features, generator),
-                lambda: self._run_em(features),
+                lambda restart: self._initialize(x, features, generator, shards),
+                lambda: self._run_em(features, sharded),
                 warm_start=resume,
             )
         record_fit(
@@ -462,9 +476,17 @@ class GaussianMixture(MixtureGibbs, Model):
         )
         return self
 
-    def _initialize(self, x: Tensor, data: EMFeatures, generator: torch.Generator) -> None:
+    def _initialize(
+        self,
+        x: Tensor,
+        data: EMFeatures,
+        generator: torch.Generator,
+        shards: tuple[int, int] | None = None,
+    ) -> None:
         n_points = x.shape[0]
-        if self.init == "kmeans":
+        if shards is not None:  # (offset, total) of this rank's rows
+            responsibilities = sharded_start(x, self.n_components, self.init, generator, *shards)
+        elif self.init == "kmeans":
             centres, labels = kmeans(x, self.n_components, generator)
             if labels.shape[0] != n_points:  # k-means ran on a subset: label every point
                 labels = torch.cdist(x, centres).argmin(-1)
@@ -474,7 +496,9 @@ class GaussianMixture(MixtureGibbs, Model):
                 n_points, self.n_components, dtype=x.dtype, generator=generator, device=x.device
             )
             responsibilities = uniform / uniform.sum(1, keepdim=True)
-        weights, means, covariances = em_m_step(data, responsibilities, self.reg_covar)
+        weights, means, covariances = em_m_step(
+            data, responsibilities, self.reg_covar, sharded=shards is not None
+        )
         if not covariances_valid(covariances, self.covariance):
             raise FitError(
                 "the initial covariances are not positive definite (duplicate points?); "
@@ -482,7 +506,7 @@ class GaussianMixture(MixtureGibbs, Model):
             )
         self.weights, self.means, self.covariances = weights, means, covariances
 
-    def _run_em(self, features: EMFeatures) -> EMResult:
+    def _run_em(self, features: EMFeatures, sharded: bool = False) -> EMResult:
         """EM iterations from the current parameters, in scikit-learn's order, on the driver.
 
         Each iteration is `em_iteration` (E-step recording the average log-likelihood per
@@ -505,6 +529,7 @@ class GaussianMixture(MixtureGibbs, Model):
                 self.covariances,
                 cholesky,
                 reg_covar=self.reg_covar,
+                sharded=sharded,
             )
             if step.failure == "nonfinite":
                 raise FitError(

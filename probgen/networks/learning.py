@@ -2,6 +2,9 @@
 
 Complete data is one counting pass; missing values or latent variables run EM on the shared
 driver `probgen.fitting.em.run_em` (expected counts from a batched junction-tree calibration).
+Under `torch.distributed` each rank passes its rows: the counts, expected counts and
+log-likelihoods are summed over the ranks (`probgen.core.distributed`) and the states a rank
+infers from its rows are merged, so every rank learns the tables of all the rows.
 
 Example:
     >>> import probgen
@@ -24,6 +27,7 @@ from torch import Tensor
 
 import probgen.networks.factors as ops
 from probgen.core.data import check_choice, check_positive_int
+from probgen.core.distributed import all_gather_object, all_reduce_sum, is_distributed
 from probgen.core.errors import DataError
 from probgen.fitting.em import EMResult, record_fit, run_em
 from probgen.networks.codec import (
@@ -60,7 +64,8 @@ class LearningMixin:
 
         Args:
             data: DataFrame of state names (NaN/None for missing; columns may be absent) or an
-                integer array (n, n_variables) of state indices.
+                integer array (n, n_variables) of state indices. Under `torch.distributed`,
+                this rank's rows (every rank fits the same tables to all ranks' rows).
 
         Returns:
             self, with `history_` (one ``{"iteration", "log_likelihood"}`` record per EM
@@ -105,10 +110,11 @@ class LearningMixin:
         codes = self.encode(data, "data")
         pseudo = self._pseudo_counts(method, prior, equivalent_sample_size, pseudo_counts)
         missing = (codes < 0).any(dim=1)
-        if not missing.any():
+        if not _any_rank(bool(missing.any())):
             counts = self._complete_counts(codes)
+            all_reduce_sum(list(counts.values()))
             self._m_step(counts, pseudo)
-            loglik = float(self._log_prob_codes(codes).sum())
+            loglik = _sum_ranks(float(self._log_prob_codes(codes).sum()))
             record_fit(self, EMResult(history=[loglik], converged=True))
             return self
         unique, multiplicity = torch.unique(codes, dim=0, return_counts=True)
@@ -117,6 +123,7 @@ class LearningMixin:
             unique[~is_partial], multiplicity[~is_partial].to(torch.float64)
         )
         partial, partial_weight = unique[is_partial], multiplicity[is_partial].to(torch.float64)
+        all_reduce_sum(list(complete_counts.values()))
         if not self.fitted_:
             self._initialise_for_em(complete_counts, pseudo, latent or {}, seed)
 
@@ -127,15 +134,16 @@ class LearningMixin:
                 if (~is_partial).any()
                 else 0.0
             )
+            all_reduce_sum(list(expected.values()))
             counts = {v: complete_counts[v] + expected[v] for v in self.variables}
             self._m_step(counts, pseudo)
-            return complete_loglik + partial_loglik
+            return _sum_ranks(complete_loglik + partial_loglik)
 
         result = run_em(
             iterate,
             max_iter=max_iter,
             tol=tol,
-            scale=float(multiplicity.sum()),
+            scale=_sum_ranks(float(multiplicity.sum())),
             criterion="change",
             what="BayesianNetwork EM",
         )
@@ -160,6 +168,7 @@ class LearningMixin:
             for variable in unknown:
                 column = array[:, self._position[variable]].astype(np.float64)
                 top = int(np.nanmax(column)) if np.isfinite(column).any() else 0
+                top = max(all_gather_object(top))  # the largest state on any rank
                 self.states[variable] = [str(i) for i in range(top + 1)]
             return
         if data.columns.duplicated().any():
@@ -172,6 +181,8 @@ class LearningMixin:
                     "give latent={name: states} or states="
                 )
             values = [v for v in pd_unique(data[variable].to_numpy()) if not is_missing(v)]
+            if is_distributed():  # the states seen on any rank, each once
+                values = list(dict.fromkeys(v for part in all_gather_object(values) for v in part))
             if not values:
                 raise DataError(f"data column {variable!r} has no observed values")
             try:
@@ -288,3 +299,17 @@ class LearningMixin:
                 belief = ops.belief_marginal(plan, beliefs, clique, family)
                 expected[variable] += torch.tensordot(row_weights, belief, dims=1)
         return expected, loglik
+
+
+def _any_rank(flag: bool) -> bool:
+    """Whether `flag` holds on any rank (the flag itself in one process)."""
+    if not is_distributed():
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)], dtype=torch.float64)).item() > 0)
+
+
+def _sum_ranks(value: float) -> float:
+    """`value` summed over the ranks (itself in one process: fits stay bit for bit)."""
+    if not is_distributed():
+        return value
+    return float(all_reduce_sum(torch.tensor([value], dtype=torch.float64)).item())

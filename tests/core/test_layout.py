@@ -169,3 +169,8 @@ def test_wheel_installs_only_the_probgen_package(tmp_path):
     assert {entry for entry in top if not entry.endswith(".dist-info")} == {"probgen"}
     assert "probgen/recipes/registry.py" in names
     assert not any(name.startswith("probgen/tests/") for name in names)
+    # The feature classifiers' weights are package data ([tool.setuptools.package-data]).
+    weights = sorted((PACKAGE / "metrics" / "weights").glob("*.safetensors"))
+    assert {path.stem for path in weights} >= {"digits", "mnist"}
+    for path in weights:
+        assert f"probgen/metrics/weights/{path.name}" in names

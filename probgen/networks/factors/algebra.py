@@ -56,20 +56,32 @@ def _letter(axis: int) -> str:
 
 def _einsum(operands: list, output: list[int]) -> Tensor:
     """`torch.einsum(*operands, output)` with the contraction path cached (same result)."""
+    tensors = operands[0::2]
+    equation = ",".join("".join(map(_letter, axes)) for axes in operands[1::2])
+    equation += "->" + "".join(map(_letter, output))
+    return einsum_equation(equation, tensors)
+
+
+def einsum_equation(equation: str, tensors: Sequence[Tensor]) -> Tensor:
+    """`torch.einsum(equation, *tensors)` with the opt_einsum contraction path cached.
+
+    Example:
+        >>> a, b = torch.ones(2, 3), torch.ones(3, 4)
+        >>> einsum_equation("AB,BC->AC", [a, b]).shape
+        torch.Size([2, 4])
+    """
     import torch.backends.opt_einsum as backend
 
-    tensors = operands[0::2]
+    tensors = list(tensors)
     vf = getattr(torch, "_VF", None)
     if (
         vf is None
         or (len(tensors) > 2 and not backend.is_available())
         or torch.overrides.has_torch_function(tensors)
     ):
-        return torch.einsum(*operands, output)
-    equation = ",".join("".join(map(_letter, axes)) for axes in operands[1::2])
-    equation += "->" + "".join(map(_letter, output))
+        return torch.einsum(equation, *tensors)
     if len(tensors) <= 2 or not backend.enabled:
-        # what torch.einsum runs for these, without re-parsing the sublists
+        # what torch.einsum runs for these, without re-parsing the equation
         return vf.einsum(equation, tensors)
     key = (equation, tuple(tuple(t.shape) for t in tensors), backend.strategy)
     path = _PATHS.get(key)
@@ -82,6 +94,43 @@ def _einsum(operands: list, output: list[int]) -> Tensor:
             _PATHS.clear()
         _PATHS[key] = path
     return vf.einsum(equation, tensors, path=path)
+
+
+def contraction_equation(
+    scopes: Sequence[tuple[tuple[int, ...], bool]], keep: Sequence[int]
+) -> tuple[str, bool]:
+    """The einsum equation `contract` runs for factors of these (variables, batched) scopes.
+
+    Returns:
+        (equation, batched): the equation in torch's sublist letters, and whether its result
+        has a batch axis.
+
+    Example:
+        >>> contraction_equation([((0,), False), ((0, 1), True)], (1,))
+        ('A,CAB->CB', True)
+    """
+    index: dict[int, int] = {}
+    for variables, _ in scopes:
+        for variable in variables:
+            index.setdefault(variable, len(index))
+    for variable in keep:
+        if variable not in index:
+            raise ValueError(f"variable {variable} to keep is in no factor")
+    batch_axis = len(index)
+    if batch_axis >= 52:
+        raise ValueError("contract supports at most 51 distinct variables per call")
+    terms = []
+    batched = False
+    for variables, is_batched in scopes:
+        axes = [index[v] for v in variables]
+        if is_batched:
+            axes = [batch_axis, *axes]
+            batched = True
+        terms.append("".join(map(_letter, axes)))
+    output = [index[v] for v in keep]
+    if batched:
+        output = [batch_axis, *output]
+    return ",".join(terms) + "->" + "".join(map(_letter, output)), batched
 
 
 def contract(
@@ -101,28 +150,8 @@ def contract(
     keep = tuple(keep)
     if not factors:
         raise ValueError("contract needs at least one factor")
-    index: dict[int, int] = {}
-    for factor in factors:
-        for variable in factor.variables:
-            index.setdefault(variable, len(index))
-    for variable in keep:
-        if variable not in index:
-            raise ValueError(f"variable {variable} to keep is in no factor")
-    batch_axis = len(index)
-    if batch_axis >= 52:
-        raise ValueError("contract supports at most 51 distinct variables per call")
-    operands: list = []
-    batched = False
-    for factor in factors:
-        axes = [index[v] for v in factor.variables]
-        if factor.batched:
-            axes = [batch_axis, *axes]
-            batched = True
-        operands.extend([factor.values, axes])
-    output = [index[v] for v in keep]
-    if batched:
-        output = [batch_axis, *output]
-    values = _einsum(operands, output)
+    equation, batched = contraction_equation([(f.variables, f.batched) for f in factors], keep)
+    values = einsum_equation(equation, [f.values for f in factors])
     if not batched and batch_size is not None:
         values = values.unsqueeze(0).expand(batch_size, *values.shape)
         batched = True

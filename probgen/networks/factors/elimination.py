@@ -13,11 +13,17 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from probgen.networks.factors.algebra import Factor, contract
+from probgen.networks.factors.algebra import (
+    Factor,
+    contract,
+    contraction_equation,
+    einsum_equation,
+)
 from probgen.networks.factors.orders import min_fill_order, moral_adjacency
 
 
@@ -88,6 +94,80 @@ def _sum_out(
     return pool, log_scale, cards, batch
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A recorded sum-product elimination: which pool slots each step multiplies, by what
+    einsum equation, for factors of given scopes and shapes. Batched queries repeat the same
+    elimination call after call; replaying it skips the order search and the per-step
+    bookkeeping, which cost more than the small contractions themselves."""
+
+    steps: tuple[tuple[tuple[int, ...], str, bool], ...]
+    final: tuple[tuple[int, ...], str, bool]
+    batch: int
+
+
+_PLANS: dict[tuple, _Plan] = {}
+_PLANS_LIMIT = 256
+
+
+def _plan(factors: Sequence[Factor], keep: tuple[int, ...], order: Sequence[int] | None) -> _Plan:
+    """The elimination of `eliminate` as slot operations (the same order, scopes and equations)."""
+    scopes = [(f.variables, f.batched) for f in factors]
+    key = (
+        tuple((f.variables, f.batched, tuple(f.values.shape)) for f in factors),
+        keep,
+        None if order is None else tuple(order),
+    )
+    plan = _PLANS.get(key)
+    if plan is not None:
+        return plan
+    cards: dict[int, int] = {}
+    for factor in factors:
+        for axis, variable in enumerate(factor.variables):
+            cards[variable] = factor.values.shape[axis + int(factor.batched)]
+    summed = set(cards) - set(keep)
+    if order is None:
+        order = _cached_order(factors, cards, summed)
+    pool = list(range(len(scopes)))
+    steps = []
+    for variable in order:
+        if variable not in summed:
+            continue
+        involved = tuple(slot for slot in pool if variable in scopes[slot][0])
+        if not involved:
+            continue
+        pool = [slot for slot in pool if variable not in scopes[slot][0]]
+        scope: list[int] = []
+        for slot in involved:
+            scope.extend(u for u in scopes[slot][0] if u != variable and u not in scope)
+        equation, batched = contraction_equation([scopes[slot] for slot in involved], scope)
+        steps.append((involved, equation, batched))
+        scopes.append((tuple(scope), batched))
+        pool.append(len(scopes) - 1)
+    for variable in keep:
+        if not any(variable in scopes[slot][0] for slot in pool):
+            raise ValueError(f"variable {variable} to keep is in no factor")
+    batch = max((f.values.shape[0] for f in factors if f.batched), default=1)
+    equation, batched = contraction_equation([scopes[slot] for slot in pool], keep)
+    final = (tuple(pool), equation, batched)
+    plan = _Plan(tuple(steps), final, batch)  # type: ignore[arg-type]
+    if len(_PLANS) >= _PLANS_LIMIT:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+def _rescale_values(values: Tensor, batched: bool) -> tuple[Tensor, Tensor]:
+    """`_rescale` on a bare tensor: (values / largest entry per row, log of that entry)."""
+    if batched:
+        scale = values.reshape(values.shape[0], -1).amax(dim=1) if values.dim() > 1 else values
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return values / safe.reshape(-1, *([1] * (values.dim() - 1))), torch.log(scale)
+    scale = values.amax() if values.numel() else values.new_tensor(1.0)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return values / safe, torch.log(scale).reshape(1)
+
+
 def eliminate(
     factors: Sequence[Factor],
     keep: Sequence[int] = (),
@@ -107,15 +187,26 @@ def eliminate(
         the true result is `table.values * exp(log_scale)`.
     """
     keep = tuple(keep)
-    every = {v for f in factors for v in f.variables}
-    pool, log_scale, cards, batch = _sum_out(factors, every - set(keep), order)
-    for variable in keep:
-        if not any(variable in f.variables for f in pool):
-            raise ValueError(f"variable {variable} to keep is in no factor")
-    if not pool:
-        pool = [Factor((), factors[0].values.new_ones(()))]
-    result, scale = _rescale(contract(pool, keep, batch_size=batch))
-    return result, log_scale + scale.to(log_scale.dtype)
+    if not factors:
+        raise ValueError("eliminate needs at least one factor")
+    plan = _plan(factors, keep, order)
+    slots = [f.values for f in factors]
+    log_scale = torch.zeros(plan.batch, dtype=torch.float64, device=slots[0].device)
+    for inputs, equation, batched in plan.steps:
+        product, scale = _rescale_values(
+            einsum_equation(equation, [slots[i] for i in inputs]), batched
+        )
+        log_scale = log_scale + scale.to(log_scale.dtype)
+        slots.append(product)
+    inputs, equation, batched = plan.final
+    if inputs:
+        values = einsum_equation(equation, [slots[i] for i in inputs])
+    else:
+        values = slots[0].new_ones(())
+    if not batched:
+        values = values.unsqueeze(0).expand(plan.batch, *values.shape)
+    values, scale = _rescale_values(values, True)
+    return Factor(keep, values, True), log_scale + scale.to(log_scale.dtype)
 
 
 def max_eliminate(
