@@ -1,7 +1,12 @@
-"""Model files written before the layout move still load, and seeded fits are bit-identical.
+"""Model files written before the layout move still load, and seeded fits reproduce them.
 
 The files under `files/` were written by `legacy_models.py` with the code as it was before the
 families moved into their own packages; their class paths are the old ones.
+
+"Reproduce" means equal up to float rounding: the files were written on one CPU, and torch's
+matmul and convolution kernels sum in a different order on another instruction set (AVX2 against
+AVX-512), which moves float32 weights by a few units in the last place after a seeded fit. Any
+change to what a fit computes moves them by orders of magnitude more.
 """
 
 from __future__ import annotations
@@ -26,8 +31,19 @@ _spec.loader.exec_module(legacy)
 
 NAMES = sorted(legacy.BUILDERS)
 
+# Kernel rounding across CPUs: measured up to 1.2e-7 (a float32 weight of size ~3 after a seeded
+# LSTM fit, AVX-512 against the AVX2 machine that wrote the files); real changes move >= 1e-4.
+_ROUNDING_RTOL = 1e-5
+_ROUNDING_ATOL = 1e-6
+
+
+def _same_up_to_rounding(fresh: torch.Tensor, saved: torch.Tensor) -> bool:
+    if not saved.is_floating_point():
+        return torch.equal(fresh, saved)
+    return torch.allclose(fresh, saved, rtol=_ROUNDING_RTOL, atol=_ROUNDING_ATOL)
+
 # Fits whose results changed on purpose after the layout move (a bug fix), with the reason and
-# how far the refit may move from the old file; every other fit must stay bit-identical.
+# how far the refit may move from the old file; every other fit must reproduce its file up to float rounding.
 DELIBERATE_CHANGES = {
     "hmm_gaussian": (
         "issue 11: covariance_prior is added to every entry of full covariances, as hmmlearn "
@@ -42,7 +58,7 @@ def test_every_family_has_a_file():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_old_file_loads_and_seeded_refit_is_bit_identical(name):
+def test_old_file_loads_and_seeded_refit_reproduces_it(name):
     path = legacy.FILES / f"{name}.probgen"
     old_class = read_metadata(path)["class"]
     with warnings.catch_warnings():
@@ -63,7 +79,7 @@ def test_old_file_loads_and_seeded_refit_is_bit_identical(name):
             tolerance = DELIBERATE_CHANGES[name][1]
             assert torch.allclose(fresh[key].cpu(), value, rtol=0, atol=tolerance), key
         else:
-            assert torch.equal(fresh[key].cpu(), value), f"{name}: tensor {key} changed"
+            assert _same_up_to_rounding(fresh[key].cpu(), value), f"{name}: tensor {key} changed"
 
 
 def test_deliberate_changes_really_changed():
@@ -74,4 +90,5 @@ def test_deliberate_changes_really_changed():
             refit, _ = legacy.BUILDERS[name]()
         saved = probgen.load(legacy.FILES / f"{name}.probgen").get_tensors()
         fresh = refit.get_tensors()
-        assert any(not torch.equal(fresh[key].cpu(), saved[key]) for key in saved), name
+        changed = (not _same_up_to_rounding(fresh[key].cpu(), saved[key]) for key in saved)
+        assert any(changed), name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 import torch
 
 from probgen.networks.factors.algebra import Factor
@@ -55,15 +56,17 @@ def test_batched_elimination_matches_enumeration_on_repeat_calls():
     assert _PLANS  # the plan was recorded
 
 
-def test_fused_chain_survives_tiny_probabilities():
-    """Each replayed step is rescaled: a product far below float64's range (1e-530 here)
-    keeps an exact log scale instead of underflowing to zero."""
+@pytest.mark.parametrize("entry", [1e-30, 1e-90])
+def test_fused_chain_survives_tiny_probabilities(entry):
+    """A product far below float64's range keeps an exact log scale instead of underflowing:
+    with 1e-90 entries a fused chain of steps would reach 1e-360, so the replay must fall back
+    to rescaling after every step."""
     n = 12
     factors = [Factor((0,), torch.tensor([1e-200, 1e-200], dtype=torch.float64))]
     for i in range(1, n):
-        factors.append(Factor((i - 1, i), torch.full((2, 2), 1e-30, dtype=torch.float64)))
+        factors.append(Factor((i - 1, i), torch.full((2, 2), entry, dtype=torch.float64)))
     evidence = Factor((n - 1,), torch.ones(2, 2, dtype=torch.float64), True)
     table, log_scale = eliminate(factors + [evidence], (0,))
-    expected = torch.tensor(math.log(1e-200) + (n - 1) * math.log(2e-30), dtype=torch.float64)
+    expected = torch.tensor(math.log(1e-200) + (n - 1) * math.log(2 * entry), dtype=torch.float64)
     torch.testing.assert_close(table.values, torch.ones(2, 2, dtype=torch.float64))
     torch.testing.assert_close(log_scale, expected.expand(2), rtol=1e-12, atol=0)

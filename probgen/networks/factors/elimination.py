@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -104,6 +105,9 @@ class _Plan:
     steps: tuple[tuple[tuple[int, ...], str, bool], ...]
     final: tuple[tuple[int, ...], str, bool]
     batch: int
+    # the same elimination with chains of steps fused (None: nothing to fuse)
+    fused_steps: tuple[tuple[tuple[int, ...], str, bool], ...] | None = None
+    fused_final: tuple[tuple[int, ...], str, bool] | None = None
 
 
 _PLANS: dict[tuple, _Plan] = {}
@@ -150,11 +154,87 @@ def _plan(factors: Sequence[Factor], keep: tuple[int, ...], order: Sequence[int]
     batch = max((f.values.shape[0] for f in factors if f.batched), default=1)
     equation, batched = contraction_equation([scopes[slot] for slot in pool], keep)
     final = (tuple(pool), equation, batched)
-    plan = _Plan(tuple(steps), final, batch)  # type: ignore[arg-type]
+    fused_steps = fused_final = None
+    if any(f.batched for f in factors):
+        # unbatched eliminations (a Markov network's partition function while it is fitted)
+        # keep their step-by-step arithmetic, so seeded fits stay bit-identical
+        merged, renumbered = _merge_chains(len(factors), scopes, steps)
+        if len(merged) < len(steps):
+            fused_steps = tuple(merged)
+            fused_final = (tuple(renumbered[slot] for slot in pool), equation, batched)
+    plan = _Plan(tuple(steps), final, batch, fused_steps, fused_final)  # type: ignore[arg-type]
     if len(_PLANS) >= _PLANS_LIMIT:
         _PLANS.clear()
     _PLANS[key] = plan
     return plan
+
+
+# Consecutive steps where each consumes the previous one's product run as one einsum (opt_einsum
+# still contracts pairwise inside, in C++): fewer Python-level steps and rescalings. Without the
+# rescaling between fused steps an intermediate could underflow, so a replay whose fused
+# products fall below _FUSED_FLOOR (or to zero) is redone step by step.
+_CHAIN_STEPS = 4
+_CHAIN_LETTERS = 16
+_FUSED_FLOOR = 1e-200
+
+
+def _merge_chains(
+    n_inputs: int,
+    scopes: list[tuple[tuple[int, ...], bool]],
+    steps: list[tuple[tuple[int, ...], str, bool]],
+) -> tuple[list[tuple[tuple[int, ...], str, bool]], dict[int, int]]:
+    """Fuse chains of steps; return the new steps and old slot -> new slot for the survivors."""
+    groups: list[list] = []  # [input slots, output slot, steps fused]
+    for k, (inputs, _, _) in enumerate(steps):
+        out = n_inputs + k
+        last = groups[-1] if groups else None
+        if last is not None and last[1] in inputs and last[2] < _CHAIN_STEPS:
+            fused = last[0] + [slot for slot in inputs if slot != last[1]]
+            letters = {v for slot in fused for v in scopes[slot][0]}
+            if len(letters) + 1 <= _CHAIN_LETTERS:
+                last[0], last[1], last[2] = fused, out, last[2] + 1
+                continue
+        groups.append([list(inputs), out, 1])
+    renumbered = {slot: slot for slot in range(n_inputs)}
+    merged = []
+    for j, (inputs, out, _) in enumerate(groups):
+        equation, batched = contraction_equation([scopes[slot] for slot in inputs], scopes[out][0])
+        merged.append((tuple(renumbered[slot] for slot in inputs), equation, batched))
+        renumbered[out] = n_inputs + j
+    return merged, renumbered
+
+
+def _replay(
+    values: list[Tensor],
+    steps: Sequence[tuple[tuple[int, ...], str, bool]],
+    final: tuple[tuple[int, ...], str, bool],
+    batch: int,
+    floor: float | None,
+) -> tuple[Tensor, Tensor] | None:
+    """Run recorded steps on the factors' values; None when a product falls below `floor`."""
+    slots = list(values)
+    log_scale = torch.zeros(batch, dtype=torch.float64, device=slots[0].device)
+    scales = []
+    for inputs, equation, batched in steps:
+        product, scale = _rescale_values(
+            einsum_equation(equation, [slots[i] for i in inputs]), batched
+        )
+        scales.append(scale)
+        log_scale = log_scale + scale.to(log_scale.dtype)
+        slots.append(product)
+    if floor is not None and scales and bool(
+        (torch.cat([s.reshape(-1) for s in scales]) < math.log(floor)).any()
+    ):
+        return None
+    inputs, equation, batched = final
+    if inputs:
+        result = einsum_equation(equation, [slots[i] for i in inputs])
+    else:
+        result = slots[0].new_ones(())
+    if not batched:
+        result = result.unsqueeze(0).expand(batch, *result.shape)
+    result, scale = _rescale_values(result, True)
+    return result, log_scale + scale.to(log_scale.dtype)
 
 
 def _rescale_values(values: Tensor, batched: bool) -> tuple[Tensor, Tensor]:
@@ -190,23 +270,14 @@ def eliminate(
     if not factors:
         raise ValueError("eliminate needs at least one factor")
     plan = _plan(factors, keep, order)
-    slots = [f.values for f in factors]
-    log_scale = torch.zeros(plan.batch, dtype=torch.float64, device=slots[0].device)
-    for inputs, equation, batched in plan.steps:
-        product, scale = _rescale_values(
-            einsum_equation(equation, [slots[i] for i in inputs]), batched
-        )
-        log_scale = log_scale + scale.to(log_scale.dtype)
-        slots.append(product)
-    inputs, equation, batched = plan.final
-    if inputs:
-        values = einsum_equation(equation, [slots[i] for i in inputs])
-    else:
-        values = slots[0].new_ones(())
-    if not batched:
-        values = values.unsqueeze(0).expand(plan.batch, *values.shape)
-    values, scale = _rescale_values(values, True)
-    return Factor(keep, values, True), log_scale + scale.to(log_scale.dtype)
+    values = [f.values for f in factors]
+    outcome = None
+    if plan.fused_steps is not None and plan.fused_final is not None:
+        outcome = _replay(values, plan.fused_steps, plan.fused_final, plan.batch, _FUSED_FLOOR)
+    if outcome is None:
+        outcome = _replay(values, plan.steps, plan.final, plan.batch, None)
+    table, log_scale = outcome
+    return Factor(keep, table, True), log_scale
 
 
 def max_eliminate(
