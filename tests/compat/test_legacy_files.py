@@ -43,7 +43,8 @@ def _same_up_to_rounding(fresh: torch.Tensor, saved: torch.Tensor) -> bool:
     return torch.allclose(fresh, saved, rtol=_ROUNDING_RTOL, atol=_ROUNDING_ATOL)
 
 # Fits whose results changed on purpose after the layout move (a bug fix), with the reason and
-# how far the refit may move from the old file; every other fit must reproduce its file up to float rounding.
+# how far the refit may move from the old file; every other fit must reproduce its file up to
+# float rounding.
 DELIBERATE_CHANGES = {
     "hmm_gaussian": (
         "issue 11: covariance_prior is added to every entry of full covariances, as hmmlearn "
