@@ -155,6 +155,11 @@ class _Batches:
             batch = _move(batch, self.device)
             yield self.collate(batch) if self.collate is not None else batch
 
+    def take(self, index: torch.Tensor) -> Any:
+        """The minibatch of the given rows (tensor data), on the device and collated."""
+        batch = _index(self.parts, index.to(_device_of(self.parts[0])), self.single)
+        batch = _move(batch, self.device)
+        return self.collate(batch) if self.collate is not None else batch
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -44,6 +44,7 @@ from probgen.fitting.checkpoint import (
     _restore,
     _write,
 )
+from probgen.fitting.data_parallel import DataParallel
 from probgen.fitting.optimizers import (
     LossFn,
     Step,
@@ -71,6 +72,7 @@ def _mean_log_prob(
     model: nn.Module,
     batches: _Batches,
     log_prob_fn: Callable[[nn.Module, Any], torch.Tensor],
+    parallel: DataParallel | None = None,
 ) -> float:
     was_training = model.training
     model.eval()
@@ -83,6 +85,8 @@ def _mean_log_prob(
             count += values.numel()
     finally:
         model.train(was_training)
+    if parallel is not None:
+        return parallel.reduce_mean(float(total), count)
     return float(total) / max(count, 1)
 
 
@@ -129,6 +133,9 @@ def fit_model(
         model: an `nn.Module` (a probgen model); its trainable parameters are optimised.
         data: a tensor, a `Sequences`, or a tuple of them (first dimension = examples, e.g.
             `(x, labels)`), or a torch `DataLoader` (then `batch_size` and shuffling are its own).
+            Under `torch.distributed` (2+ ranks) it is this rank's shard and the fit is
+            data-parallel (`probgen.fitting.data_parallel`): `batch_size` is the global batch,
+            checkpoints are written by rank 0 and resume at any world size.
         loss: `loss(model, batch) -> scalar tensor` to minimise, a per-example mean (negative
             log-likelihood or negative ELBO), over every trainable parameter.
         steps: instead of `loss`, several `Step`s run in turn on each minibatch, each
@@ -219,6 +226,8 @@ def fit_model(
 
     device = _model_device(model)
     train_batches = _Batches(data, "data", batch_size, device, collate)
+    # In a process group of 2+ ranks `data` is this rank's shard and the fit is data-parallel.
+    parallel = DataParallel(model, train_batches) if DataParallel.wanted(data) else None
     val_batches = None
     if validation_data is not None:
         val_batches = _Batches(
@@ -256,11 +265,16 @@ def fit_model(
     with rng_context, small_op_threads(_step_work(model, batch_size=batch_size), device):
         if seed is not None:
             torch.manual_seed(int(seed))
+        shuffle_seed = int(seed) if seed is not None else int(torch.randint(2**62, ()))
+        if parallel is not None:
+            shuffle_seed = parallel.shared_seed(shuffle_seed)
         shuffle = torch.Generator()
-        shuffle.manual_seed(int(seed) if seed is not None else int(torch.randint(2**62, ())))
+        shuffle.manual_seed(shuffle_seed)
         state = _LoopState()
         if resume and checkpoint_path is not None and checkpoint_path.is_file():
             state = _restore(checkpoint_path, model, optimised, shuffle, device)
+        if parallel is not None:
+            parallel.seed_rank_stream()
         return _run(
             model,
             train_batches,
@@ -278,6 +292,7 @@ def fit_model(
             max_steps=max_steps,
             single=single,
             epoch_end=epoch_end,
+            parallel=parallel,
         )
 
 
@@ -359,11 +374,12 @@ def _run(
     max_steps: int | None,
     single: bool,
     epoch_end: Callable[[nn.Module, dict], None] | None = None,
+    parallel: DataParallel | None = None,
 ) -> list[dict]:
     # Every parameter some step updates, once each, for the end-of-epoch finiteness check.
     parameters = list({id(p): p for item in optimised for p in item.parameters}.values())
     bar = None
-    if progress:
+    if progress and (parallel is None or parallel.rank == 0):
         from probgen.core.progress import progress_bar
 
         bar = progress_bar(
@@ -381,21 +397,19 @@ def _run(
             # Summed on the device and read once per epoch: no synchronisation per step.
             norm_totals: list[Any] = [0.0] * len(optimised)
             updates = [0] * len(optimised)
-            for batch in train_batches.iterate(shuffle):
+            for batch, n_local, n_global in _minibatches(train_batches, parallel, shuffle):
                 for index, item in enumerate(optimised):
                     where = "" if single else f"step {item.step.name!r}: "
                     for _ in range(item.step.repeats):
-                        try:
-                            loss = item.step.loss(model, batch)
-                        except FitError as error:  # the model's own divergence test
-                            _fail(model, epoch_good_state, state, f"{where}{error}", restore=True)
-                        loss_value = float(loss.detach())
-                        if not math.isfinite(loss_value):
-                            _fail(model, epoch_good_state, state, f"{where}loss is {loss_value}")
                         # Only this step's gradients are cleared and used: a generator loss
                         # also reaches the discriminator, whose step clears them before its own.
                         item.optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
+                        try:
+                            loss_value = _backward(item, model, batch, n_local, n_global, parallel)
+                        except FitError as error:  # the model's own divergence test
+                            _fail(model, epoch_good_state, state, f"{where}{error}", restore=True)
+                        if not math.isfinite(loss_value):
+                            _fail(model, epoch_good_state, state, f"{where}loss is {loss_value}")
                         if grad_clip is not None:
                             norm = torch.nn.utils.clip_grad_norm_(item.parameters, grad_clip)
                         elif not single:
@@ -404,6 +418,8 @@ def _run(
                             norm_totals[index] = norm_totals[index] + norm.detach()
                             updates[index] += 1
                         item.optimizer.step()
+                        if parallel is not None:
+                            parallel.sync_buffers()
                         if item.step.after_step is not None:
                             try:
                                 item.step.after_step(model)
@@ -411,9 +427,8 @@ def _run(
                                 _fail(
                                     model, epoch_good_state, state, f"{where}{error}", restore=True
                                 )
-                        size = _batch_size_of(batch)
-                        totals[index] += loss_value * size
-                        counts[index] += size
+                        totals[index] += loss_value * n_global
+                        counts[index] += n_global
                 state.steps += 1
                 if max_steps is not None and state.steps >= max_steps:
                     break
@@ -445,7 +460,7 @@ def _run(
                     state.epoch -= 1  # the epoch did not complete
                     _fail(model, epoch_good_state, state, str(error), restore=True)
             if val_batches is not None:
-                value = _mean_log_prob(model, val_batches, val_fn)
+                value = _mean_log_prob(model, val_batches, val_fn, parallel)
                 record["val_log_prob"] = value
                 if value > state.best_value:
                     state.best_value = value
@@ -473,7 +488,8 @@ def _run(
                 if record["val_log_prob"] is not None:
                     shown["val_log_prob"] = f"{record['val_log_prob']:.4g}"
                 bar.set_postfix(shown)
-            if checkpoint_path is not None and (
+            writes = parallel is None or parallel.writes_checkpoints
+            if writes and checkpoint_path is not None and (
                 state.epoch % checkpoint_every == 0 or state.epoch == epochs or state.stopped
             ):
                 _write(checkpoint_path, model, optimised, shuffle, state)
@@ -484,6 +500,44 @@ def _run(
     if patience is not None and state.best_state is not None:
         model.load_state_dict(state.best_state)
     return list(state.history)
+
+
+def _minibatches(
+    batches: _Batches, parallel: DataParallel | None, shuffle: torch.Generator
+) -> Any:
+    """``(batch, local rows, global rows)`` per step: this rank's part of each global batch."""
+    if parallel is not None:
+        yield from parallel.iterate(shuffle)
+        return
+    for batch in batches.iterate(shuffle):
+        size = _batch_size_of(batch)
+        yield batch, size, size
+
+
+def _backward(
+    item: _Optimised,
+    model: nn.Module,
+    batch: Any,
+    n_local: int,
+    n_global: int,
+    parallel: DataParallel | None,
+) -> float:
+    """Back-propagate one step's loss on `batch`; the (global) mean loss.
+
+    Data-parallel, each rank weights its mean loss by its share of the global batch and the
+    gradients are summed over the ranks, so they are the global batch's mean gradient.
+    """
+    if parallel is None:
+        loss = item.step.loss(model, batch)
+        value = float(loss.detach())
+        if math.isfinite(value):
+            loss.backward()
+        return value
+    weighted = torch.zeros(())
+    if n_local:
+        weighted = item.step.loss(model, batch) * (n_local / n_global)
+        weighted.backward()
+    return parallel.reduce_gradients(item.parameters, weighted)
 
 
 def _grad_norm(parameters: list[nn.Parameter]) -> torch.Tensor:
