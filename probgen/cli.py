@@ -4,6 +4,7 @@ Example:
     $ probgen demo --out casino_demo
     $ probgen list
     $ probgen fit hmm_casino --out casino.probgen
+    $ probgen fit gmm_blobs --nproc 2 --out blobs.probgen
     $ probgen sample casino.probgen -n 5 --length 100 --out rolls.csv
     $ probgen score casino.probgen rolls.csv
     $ probgen infer examples/eight_schools.toml --out runs/eight_schools
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `probgen` console script; returns the exit status."""
     parser = _parser()
     arguments = parser.parse_args(argv)
+    arguments.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(arguments, "command", None):
         parser.print_help()
         return 2
@@ -60,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="model file to write")
     fit.add_argument("--smoke", action="store_true", help="use the recipe's seconds-long settings")
     fit.add_argument("--seed", type=int, default=0, help="seed of the recipe's data")
+    fit.add_argument(
+        "--nproc",
+        type=int,
+        help="fit with N processes on this machine (relaunches itself under torchrun); "
+        "across machines run `torchrun --nnodes ... -m probgen fit ...` instead",
+    )
     fit.set_defaults(handler=_fit)
 
     sample = commands.add_parser("sample", help="draw samples from a saved model")
@@ -126,8 +134,11 @@ def _list(arguments: argparse.Namespace) -> int:
 
 
 def _fit(arguments: argparse.Namespace) -> int:
+    from probgen.core import distributed
     from probgen.recipes import registry
 
+    if arguments.nproc is not None:
+        return _launch_torchrun(arguments)
     settings = _fit_settings(arguments)
     recipe = registry.get(settings["recipe"])
     smoke = settings["smoke"]
@@ -141,14 +152,17 @@ def _fit(arguments: argparse.Namespace) -> int:
         data_options = recipe.smoke.get("data", {}) if smoke else {}
         data = recipe.data(split="train", seed=settings["seed"], **data_options)
         source = f"recipe {recipe.name!r} (train split)"
-    if "progress" in inspect.signature(type(model)).parameters:
-        # A constructor setting (fit(progress=...) is deprecated where the constructor has it).
-        if "progress" not in build_options:
-            model.progress = True
-    elif "progress" in inspect.signature(model.fit).parameters:
-        fit_options.setdefault("progress", True)
+    parallel = distributed.is_distributed()
+    if parallel:
+        data = _this_ranks_shard(model, data)
+        source += f", shard {distributed.rank() + 1} of {distributed.world_size()}"
+    leader = distributed.rank() == 0
+    if leader:  # one progress bar, on rank 0
+        _show_progress(model, build_options, fit_options)
     print(f"fitting {type(model).__name__} ({recipe.name}) on {source} ...")
     model.fit(data, **fit_options)
+    if not leader:  # every rank holds the same model; rank 0 writes it
+        return 0
     out = Path(arguments.out)
     model.save(out)
     history = getattr(model, "history_", None)
@@ -156,6 +170,49 @@ def _fit(arguments: argparse.Namespace) -> int:
         print(f"last monitored figure: {_format_history_entry(history[-1])}")
     print(f"model saved to {out}")
     return 0
+
+
+def _show_progress(model: Any, build_options: dict, fit_options: dict) -> None:
+    if "progress" in inspect.signature(type(model)).parameters:
+        # A constructor setting (fit(progress=...) is deprecated where the constructor has it).
+        if "progress" not in build_options:
+            model.progress = True
+    elif "progress" in inspect.signature(model.fit).parameters:
+        fit_options.setdefault("progress", True)
+
+
+def _launch_torchrun(arguments: argparse.Namespace) -> int:
+    """Run this `probgen fit` again as `nproc` local processes under torchrun."""
+    import subprocess
+
+    from probgen.core.data import check_positive_int
+
+    nproc = check_positive_int(arguments.nproc, "--nproc")
+    rest, skip = [], False
+    for item in arguments.argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "probgen", *rest]
+    return subprocess.call(command)
+
+
+def _this_ranks_shard(model: Any, data: Any) -> Any:
+    """This rank's contiguous block of the rows (of each part of a tuple of data)."""
+    from probgen.core import distributed
+
+    if not getattr(type(model), "distributed_fit", False):
+        raise DataError(
+            f"{type(model).__name__} cannot yet be fitted across processes (its fit is not "
+            "sharded); run `probgen fit` without torchrun or --nproc"
+        )
+    if isinstance(data, (tuple, list)):
+        return type(data)(distributed.shard(part) for part in data)
+    return distributed.shard(data)
 
 
 def _fit_settings(arguments: argparse.Namespace) -> dict[str, Any]:

@@ -90,10 +90,13 @@ class Model(nn.Module):
         - `fit` sets `self.fitted_ = True` (through `_mark_fitted`) and returns `self`.
         - `sample(n, *, seed=None)` draws from `self.make_generator(seed)`.
         - Sequence models set `is_sequence_model = True` and take `length=` in `sample`.
+        - Models whose `fit` trains one model on all ranks' shards under `torch.distributed`
+          (sharded EM, data-parallel gradient fits) set `distributed_fit = True`.
     """
 
     log_prob_kind: LogProbKind = LogProbKind.EXACT
     is_sequence_model: ClassVar[bool] = False
+    distributed_fit: ClassVar[bool] = False
     fitted_attributes: ClassVar[tuple[str, ...]] = ("history_", "n_iter_", "converged_")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

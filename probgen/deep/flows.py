@@ -98,6 +98,7 @@ class Flow(RenamedSettings, Model):
     """
 
     fitted_attributes = ("history_",)
+    distributed_fit = True  # one model from all ranks' shards (probgen.distributed)
 
     def __init__(
         self,

@@ -118,6 +118,7 @@ class MADE(RenamedSettings, Model):
 
     log_prob_kind = LogProbKind.EXACT
     fitted_attributes = ("history_", "n_iter_")
+    distributed_fit = True  # one model from all ranks' shards (probgen.distributed)
 
     def __init__(
         self,

@@ -92,6 +92,7 @@ class VAE(RenamedSettings, Model):
     """
 
     fitted_attributes = ("history_",)
+    distributed_fit = True  # one model from all ranks' shards (probgen.distributed)
 
     def __init__(
         self,

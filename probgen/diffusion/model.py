@@ -90,6 +90,7 @@ class Diffusion(Model):
     """
 
     fitted_attributes = ("history_", "n_iter_")
+    distributed_fit = True  # one model from all ranks' shards (probgen.distributed)
 
     def __init__(
         self,

@@ -97,6 +97,7 @@ class StyleGAN(Model):
 
     log_prob_kind = LogProbKind.NONE
     fitted_attributes = ("history_", "n_iter_")
+    distributed_fit = True  # one model from all ranks' shards (probgen.distributed)
 
     def __init__(
         self,

@@ -144,6 +144,7 @@ class GaussianMixture(MixtureGibbs, Model):
     """
 
     log_prob_kind = LogProbKind.EXACT
+    distributed_fit = True  # one model from all ranks' shards (probgen.distributed)
 
     def __init__(
         self,

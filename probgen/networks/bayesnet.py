@@ -91,6 +91,7 @@ class BayesianNetwork(QueriesMixin, ApproximateMixin, LearningMixin, InteropMixi
 
     log_prob_kind = LogProbKind.EXACT
     fitted_attributes = ("history_", "n_iter_", "converged_")
+    distributed_fit = True  # one model from all ranks' shards (probgen.distributed)
 
     def __init__(
         self,
