@@ -36,7 +36,10 @@ _EXPORTS: dict[str, str] = {
     "HSMM": "probgen.hmm",
     "BayesianNetwork": "probgen.networks",
     "MarkovNetwork": "probgen.networks",
+    "DynamicBayesianNetwork": "probgen.networks",
+    "HybridBayesianNetwork": "probgen.networks",
     "learn_structure": "probgen.networks",
+    "learn_dbn_structure": "probgen.networks",
     "read_bif": "probgen.networks",
     "RBM": "probgen.boltzmann",
     "BoltzmannMachine": "probgen.boltzmann",
@@ -57,6 +60,11 @@ _EXPORTS: dict[str, str] = {
     "CycleGAN": "probgen.gan.cyclegan",
     "GAN": "probgen.gan.model",
     "StyleGAN": "probgen.gan.stylegan",
+    # anomaly detection
+    "DensityDetector": "probgen.anomaly",
+    "VAEDetector": "probgen.anomaly",
+    "AutoencoderDetector": "probgen.anomaly",
+    "DeepSVDD": "probgen.anomaly",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from probgen.boltzmann.ais import SCHEDULES, check_betas, temperature_schedule
+from probgen.boltzmann.sharded import agree_on_seed
 from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import check_choice, check_positive_int
 from probgen.core.errors import DataError
@@ -294,7 +295,8 @@ class EnergyModel(KeepsSavedDtype, Model):
         """
         warn_fit_settings(type(self).__name__, n_epochs=n_epochs, seed=seed, progress=progress)
         epochs = self.n_epochs if n_epochs is None else check_positive_int(n_epochs, "n_epochs")
-        generator = self.make_generator(self.seed if seed is None else seed)
+        # Under torch.distributed every rank needs the same draws: rank 0's seed when none.
+        generator = self.make_generator(agree_on_seed(self.seed if seed is None else seed))
         show = self.progress if progress is None else bool(progress)
         return epochs, generator, show
 

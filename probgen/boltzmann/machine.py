@@ -38,6 +38,7 @@ from probgen.boltzmann.common import (
     enumerate_logsumexp,
 )
 from probgen.boltzmann.rbm_functions import bernoulli
+from probgen.boltzmann.sharded import RowShard, summed
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError, FitError
 from probgen.core.progress import progress_bar
@@ -160,6 +161,7 @@ class BoltzmannMachine(EnergyModel):
     """
 
     fitted_attributes = ("history_", "n_iter_")
+    distributed_fit = True  # data moments summed over all ranks' rows (probgen.boltzmann.sharded)
 
     def __init__(
         self,
@@ -398,19 +400,25 @@ class BoltzmannMachine(EnergyModel):
         `n_epochs`, `seed` and `progress` are deprecated here (set them in the constructor);
         given, they warn and override the constructor's values for this call.
 
+        Under `torch.distributed`, `data` is this rank's rows: the data moments are summed over
+        the ranks and every rank runs the same chains, so every rank makes the updates of a
+        single process on all ranks' rows with the same seed (`probgen.boltzmann.sharded`).
+
         Raises:
             DataError: malformed data.
             FitError: the parameters diverged; the last good values are kept.
         """
         x, _ = self._check_visible(data, "data")
+        shard = RowShard.of(x.shape[0])  # None in a single process
         epochs, generator, show = self._fit_arguments(n_epochs, seed, progress)
         method = self.method
         if method == "auto":
             method = "exact" if self.n_units <= self.exact_max_units else "pcd"
         if method == "exact" and self.n_units > MAX_ENUMERATED_UNITS:
             raise DataError(f"method='exact' needs at most {MAX_ENUMERATED_UNITS} units")
-        n_rows = x.shape[0]
-        frequencies = (x.sum(0) + 1.0) / (n_rows + 2.0)
+        n_rows = x.shape[0] if shard is None else shard.total
+        counts = x.sum(0) if shard is None else summed([x.sum(0)])[0]
+        frequencies = (counts + 1.0) / (n_rows + 2.0)
         logits = torch.log(frequencies) - torch.log1p(-frequencies)
         with torch.no_grad():
             self.base_logits.copy_(logits)
@@ -424,8 +432,12 @@ class BoltzmannMachine(EnergyModel):
         chains = bernoulli(
             torch.sigmoid(logits).expand(min(self.batch_size, n_rows), -1), generator
         )
-        data_first = x.mean(0)
-        data_second = x.T @ x / n_rows
+        if shard is None:
+            data_first = x.mean(0)
+            data_second = x.T @ x / n_rows
+        else:
+            data_first = counts / n_rows  # `counts` is already summed over the ranks
+            data_second = summed([x.T @ x])[0] / n_rows
         for _ in progress_bar(None, "BoltzmannMachine", show, iterable=range(epochs)):
             snapshot = (self.couplings.detach().clone(), self.biases.detach().clone())
             started = time.perf_counter()
@@ -444,14 +456,20 @@ class BoltzmannMachine(EnergyModel):
                 else:
                     order = torch.randperm(n_rows, generator=generator, device=x.device)
                     for start in range(0, n_rows, chains.shape[0]):
-                        batch = x[order[start : start + chains.shape[0]]]
+                        chosen = order[start : start + chains.shape[0]]
                         for _sweep in range(self.gibbs_sweeps):
                             chains = bm_gibbs_sweep(self.couplings, self.biases, chains, generator)
-                        negative = chains[: batch.shape[0]]
+                        negative = chains[: chosen.shape[0]]
+                        if shard is None:
+                            batch = x[chosen]
+                            first, second = batch.mean(0), batch.T @ batch / batch.shape[0]
+                        else:  # this rank's rows of the batch; the sums over all ranks
+                            batch = x[shard.local_rows(chosen)]
+                            first, second = summed([batch.sum(0), batch.T @ batch])
+                            first, second = first / chosen.shape[0], second / chosen.shape[0]
                         self._step(
-                            batch.mean(0) - negative.mean(0),
-                            batch.T @ batch / batch.shape[0]
-                            - negative.T @ negative / negative.shape[0],
+                            first - negative.mean(0),
+                            second - negative.T @ negative / negative.shape[0],
                             velocity_w,
                             velocity_b,
                         )
@@ -475,8 +493,12 @@ class BoltzmannMachine(EnergyModel):
             }
             if monitor:
                 log_z = float(bm_exact_log_partition(self.couplings.double(), self.biases.double()))
-                mean = bm_unnormalized_log_prob(self.couplings, self.biases, x).double().mean()
-                record["log_likelihood"] = float(mean) - log_z
+                values = bm_unnormalized_log_prob(self.couplings, self.biases, x).double()
+                if shard is None:
+                    mean = float(values.mean())
+                else:
+                    mean = float(summed([values.sum()])[0]) / n_rows
+                record["log_likelihood"] = mean - log_z
             self.history_.append(record)
         self._log_partition_cache = {}
         self._mark_fitted()

@@ -119,6 +119,7 @@ class RBM(RBMSampling, RBMFitting, EnergyModel):
     """
 
     fitted_attributes = ("history_", "n_iter_")
+    distributed_fit = True  # data term summed over all ranks' rows (probgen.boltzmann.sharded)
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from probgen.boltzmann.rbm_training import (
     TrainingState,
     parameter_list,
 )
+from probgen.boltzmann.sharded import RowShard, column_moments, summed
 from probgen.core.errors import FitError
 from probgen.core.progress import progress_bar
 from probgen.core.threads import small_op_loop
@@ -74,6 +75,11 @@ class RBMFitting:
             progress: deprecated (set it in the constructor); overrides `progress` for this
                 call.
 
+        Under `torch.distributed` (`probgen.distributed.is_distributed()`), `data` and
+        `validation_data` are this rank's rows: every rank makes the updates of a single
+        process on all ranks' rows (in rank order) with the same seed, up to rounding
+        (`probgen.boltzmann.sharded`).
+
         Raises:
             DataError: malformed data.
             FitError: the parameters diverged; the model keeps the last good epoch's values.
@@ -89,8 +95,13 @@ class RBMFitting:
             )
         return self
 
-    def _initialise(self, x: torch.Tensor, generator: torch.Generator) -> None:
-        """Small random weights, zero hidden biases, visible biases at the data's base rates."""
+    def _initialise(
+        self, x: torch.Tensor, generator: torch.Generator, shard: RowShard | None = None
+    ) -> None:
+        """Small random weights, zero hidden biases, visible biases at the data's base rates.
+
+        With `shard`, the base rates are those of all ranks' rows.
+        """
         self.weights.copy_(
             torch.randn(
                 self.weights.shape, generator=generator, dtype=self.dtype, device=self.device
@@ -99,8 +110,11 @@ class RBMFitting:
         )
         self.hidden_bias.zero_()
         if self.visible == "gaussian":
-            mean = x.mean(0)
-            log_variance = torch.log(x.var(0, unbiased=False).clamp_min(1e-4)).clamp(
+            if shard is None:
+                mean, variance = x.mean(0), x.var(0, unbiased=False)
+            else:
+                mean, variance = column_moments(x, shard.total)
+            log_variance = torch.log(variance.clamp_min(1e-4)).clamp(
                 *LOG_VARIANCE_BOUNDS
             )
             self.visible_bias.copy_(mean)
@@ -109,11 +123,13 @@ class RBMFitting:
             self.base_log_variance.copy_(log_variance)
             return
         # Smoothed frequencies keep the logits of never-seen states finite.
-        frequencies = (x.sum(0) + 1.0) / (x.shape[0] + 2.0)
+        counts = x.sum(0) if shard is None else summed([x.sum(0)])[0]
+        n_rows = x.shape[0] if shard is None else shard.total
+        frequencies = (counts + 1.0) / (n_rows + 2.0)
         if self.visible == "bernoulli":
             logits = torch.log(frequencies) - torch.log1p(-frequencies)
         else:
-            grouped = (x.sum(0) + 1.0).reshape(-1, self.n_categories)
+            grouped = (counts + 1.0).reshape(-1, self.n_categories)
             logits = torch.log(grouped / grouped.sum(-1, keepdim=True)).reshape(-1)
         self.visible_bias.copy_(logits)
         self.base_visible_bias.copy_(logits)
@@ -124,9 +140,19 @@ class RBMFitting:
         return ["reconstruction_error"]
 
     def _monitor_subsets(
-        self, x: torch.Tensor, validation: torch.Tensor | None, generator: torch.Generator
+        self,
+        x: torch.Tensor,
+        validation: torch.Tensor | None,
+        generator: torch.Generator,
+        shard: RowShard | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The fixed rows monitored every epoch: training rows, then validation rows."""
+        """The fixed rows monitored every epoch: training rows, then validation rows.
+
+        With `shard`, this rank's part of the rows a single process would monitor among all
+        ranks' rows (`x` and `validation` are this rank's).
+        """
+        if shard is not None:
+            return self._sharded_monitor_subsets(x, validation, generator, shard)
         n_rows = x.shape[0]
         monitor_rows = x
         if n_rows > self.monitor_size:
@@ -142,7 +168,39 @@ class RBMFitting:
             validation = _evenly_spaced(validation[: self.monitor_size], limit)
         return monitor_rows, validation
 
-    def _evaluate(self, figures: list[str], x: torch.Tensor) -> dict[str, float]:
+    def _sharded_monitor_subsets(
+        self,
+        x: torch.Tensor,
+        validation: torch.Tensor | None,
+        generator: torch.Generator,
+        shard: RowShard,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # The selection of `_monitor_subsets`, made on global row numbers.
+        rows = torch.arange(shard.total, device=x.device)
+        if shard.total > self.monitor_size:
+            pick = torch.randperm(shard.total, generator=generator, device=x.device)
+            rows = rows[pick[: self.monitor_size]]
+        limit = self.monitor_size
+        if isinstance(self.monitor, str):
+            limit = min(limit, -(-shard.total // AUTO_MONITOR_EVERY_ROWS))
+            rows = _evenly_spaced(rows, limit)
+        monitor_rows = x[shard.local_rows(rows)]
+        if validation is None:
+            return monitor_rows, None
+        held = RowShard.of(validation.shape[0])
+        assert held is not None
+        validation_rows = torch.arange(held.total, device=x.device)
+        if held.total > limit:
+            validation_rows = _evenly_spaced(validation_rows[: self.monitor_size], limit)
+        return monitor_rows, validation[held.local_rows(validation_rows)]
+
+    def _evaluate(
+        self, figures: list[str], x: torch.Tensor, sharded: bool = False
+    ) -> dict[str, float]:
+        """The monitored figures, means over the rows `x` (with `sharded`: over all ranks'
+        rows, `x` being this rank's)."""
+        if sharded:
+            return self._evaluate_sharded(figures, x)
         params = self.params()
         values: dict[str, float] = {}
         for figure in figures:
@@ -157,6 +215,29 @@ class RBMFitting:
                     (-free_energy(self.params(torch.float64), x.double())).mean() - log_z
                 )
         return values
+
+    def _evaluate_sharded(self, figures: list[str], x: torch.Tensor) -> dict[str, float]:
+        params = self.params()
+        sums: list[torch.Tensor] = []
+        log_z = 0.0
+        for figure in figures:
+            if figure == "log_likelihood":
+                log_z = float(exact_log_partition(self.params(torch.float64)))
+            if x.shape[0] == 0:  # none of the monitored rows is on this rank
+                sums.append(torch.zeros((), dtype=torch.float64, device=x.device))
+            elif figure == "reconstruction_error":
+                sums.append(((x - self._reconstruct_flat(x)) ** 2).sum(-1).double().sum())
+            elif figure == "pseudo_log_likelihood":
+                sums.append(pseudo_log_likelihood(params, x).double().sum())
+            elif figure == "log_likelihood":
+                sums.append((-free_energy(self.params(torch.float64), x.double())).sum())
+        totals = torch.stack([*sums, x.new_tensor(x.shape[0], dtype=torch.float64)])
+        summed([totals])
+        count = float(totals[-1])
+        return {
+            figure: float(total) / count - (log_z if figure == "log_likelihood" else 0.0)
+            for figure, total in zip(figures, totals[:-1])
+        }
 
     def _learning_rate_at(self, epoch: int, n_epochs: int) -> float:
         if self.learning_rate_schedule == "linear":
@@ -198,23 +279,31 @@ class RBMFitting:
         generator: torch.Generator,
         progress: bool,
     ) -> None:
-        n_rows = x.shape[0]
+        shard = RowShard.of(x.shape[0])  # None in a single process
+        n_rows = x.shape[0] if shard is None else shard.total
         continuing = self.warm_start and self.fitted_
         if not continuing:
-            self._initialise(x, generator)
+            self._initialise(x, generator, shard)
             self.history_: list[dict[str, float]] = []
             self.n_iter_ = 0
         self._log_partition_cache = {}
         figures = self._monitored_figures()
-        monitor_rows, monitor_validation = self._monitor_subsets(x, validation, generator)
+        monitor_rows, monitor_validation = self._monitor_subsets(
+            x, validation, generator, shard
+        )
         batch_size = min(self.batch_size, n_rows)
         state = TrainingState(
-            self.params(), self.base_rates(), self.training_settings(), batch_size, generator
+            self.params(),
+            self.base_rates(),
+            self.training_settings(),
+            batch_size,
+            generator,
+            sharded=shard is not None,
         )
         epoch_bar = progress_bar(n_epochs, type(self).__name__, progress)
         # Reused every epoch: the last good parameters and the shuffled data.
         snapshot = [torch.empty_like(tensor) for tensor in self._parameter_list()]
-        shuffled = x.new_empty(x.shape)
+        shuffled = x.new_empty(x.shape) if shard is None else x
         batch_starts = range(0, n_rows, batch_size)
         for local_epoch in range(n_epochs):
             epoch = self.n_iter_
@@ -223,9 +312,20 @@ class RBMFitting:
                 good.copy_(tensor)
             started = time.perf_counter()
             order = torch.randperm(n_rows, generator=generator, device=x.device)
-            torch.index_select(x, 0, order, out=shuffled)
-            for start in batch_starts:
-                state.update(shuffled[start : start + batch_size], learning_rate)
+            if shard is None:
+                torch.index_select(x, 0, order, out=shuffled)
+                for start in batch_starts:
+                    state.update(shuffled[start : start + batch_size], learning_rate)
+            else:  # each rank updates with its rows of the batch; the data term is summed
+                for start in batch_starts:
+                    chosen = order[start : start + batch_size]
+                    mine = (chosen >= shard.offset) & (chosen < shard.offset + shard.n_local)
+                    state.update(
+                        x[chosen[mine] - shard.offset],
+                        learning_rate,
+                        batch=chosen.shape[0],
+                        rows=mine.nonzero().squeeze(1),
+                    )
             elapsed = time.perf_counter() - started
             problem = self._diverged()
             if problem is not None:
@@ -244,9 +344,10 @@ class RBMFitting:
             swap_acceptance = state.take_swap_acceptance()
             if swap_acceptance is not None:
                 record["swap_acceptance"] = swap_acceptance
-            record.update(self._evaluate(figures, monitor_rows))
+            record.update(self._evaluate(figures, monitor_rows, shard is not None))
             if monitor_validation is not None:
-                for name, value in self._evaluate(figures, monitor_validation).items():
+                validation_figures = self._evaluate(figures, monitor_validation, shard is not None)
+                for name, value in validation_figures.items():
                     record[f"validation_{name}"] = value
             self.history_.append(record)
             epoch_bar.update(1)

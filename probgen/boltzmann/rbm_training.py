@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -39,6 +40,7 @@ from probgen.boltzmann.rbm_functions import (
     visible_features,
     visible_preactivation,
 )
+from probgen.boltzmann.sharded import summed
 
 # Gaussian visible variances are kept inside [exp(-9), exp(9)] so a bad step cannot make the
 # conditional densities degenerate.
@@ -135,6 +137,10 @@ class TrainingState:
         settings: the training options.
         batch_size: rows per update (and persistent chains).
         generator: source of randomness.
+        sharded: under `torch.distributed`, each rank passes its rows of a global batch to
+            `update`: the data term of the gradient is summed over the ranks
+            (`probgen.boltzmann.sharded`); the persistent chains, the same on every rank,
+            give the model term.
     """
 
     def __init__(
@@ -144,8 +150,14 @@ class TrainingState:
         settings: TrainingSettings,
         batch_size: int,
         generator: torch.Generator,
+        *,
+        sharded: bool = False,
     ) -> None:
         self.params = params
+        self.sharded = sharded
+        # The current update's batch size and, in sharded CD, this rank's rows in it.
+        self._batch = batch_size
+        self._batch_rows: torch.Tensor | None = None
         self.base = base
         self.settings = settings
         self.generator = generator
@@ -167,7 +179,8 @@ class TrainingState:
         if settings.momentum > 0:
             self.velocities = [torch.zeros_like(t) for t in parameter_list(params)]
         self.fused = (
-            self.chain_hidden is not None
+            not sharded
+            and self.chain_hidden is not None
             and settings.cd_steps == 1
             and params.visible == "bernoulli"
             and settings.momentum == 0
@@ -232,22 +245,42 @@ class TrainingState:
 
     def _negative_from_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k Gibbs sweeps starting from hidden states; returns (v_negative, p(h | v_negative))."""
-        settings, params, generator = self.settings, self.params, self.generator
+        settings, params = self.settings, self.params
         weights_t = params.weights.T
         for step in range(settings.cd_steps):
             if params.visible == "bernoulli":
-                visible = bernoulli(
-                    torch.sigmoid(torch.addmm(params.visible_bias, hidden, weights_t)),
-                    generator=generator,
+                visible = self._draw(
+                    bernoulli, torch.sigmoid(torch.addmm(params.visible_bias, hidden, weights_t))
                 )
             else:
-                visible = sample_visible(params, visible_preactivation(params, hidden), generator)
+                visible = self._draw(
+                    lambda values, generator: sample_visible(params, values, generator),
+                    visible_preactivation(params, hidden),
+                )
             hidden_probability = torch.sigmoid(
                 torch.addmm(params.hidden_bias, visible_features(params, visible), params.weights)
             )
             if step + 1 < settings.cd_steps:
-                hidden = bernoulli(hidden_probability, generator=generator)
+                hidden = self._draw(bernoulli, hidden_probability)
         return visible, hidden_probability
+
+    def _draw(
+        self,
+        sample: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+        values: torch.Tensor,
+    ) -> torch.Tensor:
+        """``sample(values, generator)``, one draw per row of `values`.
+
+        In sharded CD (`update`'s `rows`), the draw is made for the whole batch, the other
+        ranks' rows padded with zeros, and this rank's rows are kept: the generator then
+        gives each row the numbers a single process gives it, and stays in step on every rank.
+        """
+        rows = self._batch_rows
+        if rows is None:
+            return sample(values, self.generator)
+        whole = values.new_zeros((self._batch, *values.shape[1:]))
+        whole[rows] = values
+        return sample(whole, self.generator)[rows]
 
     def _tempered_negative(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One sweep of every tempered chain, neighbour swaps, and the beta = 1 statistics."""
@@ -293,13 +326,25 @@ class TrainingState:
         hidden_bias.add_(torch.sum(hidden, 0, out=self._hidden_sum), alpha=step)
         visible_bias.add_(torch.mv(views.stacked_t, views.signs, out=self._visible_sum), alpha=step)
 
-    def update(self, positive: torch.Tensor, learning_rate: float) -> None:
-        """One gradient step on the batch `positive` (rows of visible units)."""
+    def update(
+        self,
+        positive: torch.Tensor,
+        learning_rate: float,
+        batch: int | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> None:
+        """One gradient step on the batch `positive` (rows of visible units).
+
+        Sharded training passes this rank's part of a batch: `batch` is the number of rows of
+        the whole batch, `rows` where this rank's rows sit in it (CD draws its chains' noise
+        for the whole batch and keeps those rows). Default: `positive` is the whole batch.
+        """
         if self.fused:
             self._fused_pcd1_update(positive, learning_rate)
             return
         settings, params = self.settings, self.params
-        batch = positive.shape[0]
+        batch = positive.shape[0] if batch is None else batch
+        self._batch, self._batch_rows = batch, None if self.persistent else rows
         positive_features = visible_features(params, positive)
         hidden_positive = torch.sigmoid(
             torch.addmm(params.hidden_bias, positive_features, params.weights)
@@ -312,7 +357,7 @@ class TrainingState:
             if self.persistent:
                 start = self.chain_hidden[:batch]
             else:
-                start = bernoulli(hidden_positive, generator=self.generator)
+                start = self._draw(bernoulli, hidden_positive)
             negative, hidden_negative = self._negative_from_hidden(start)
             if self.persistent:
                 new_hidden = bernoulli(hidden_negative, generator=self.generator)
@@ -321,6 +366,12 @@ class TrainingState:
                 else:
                     self.chain_hidden[:batch] = new_hidden
         step = learning_rate / batch
+        if self.sharded:
+            gradients = self._sharded_gradients(
+                positive, positive_features, hidden_positive, negative, hidden_negative
+            )
+            self._apply(gradients, step, batch)
+            return
         simple = (
             self.velocities is None
             and settings.weight_decay == 0
@@ -345,6 +396,45 @@ class TrainingState:
                 self._log_variance_statistic(params, positive, hidden_positive)
                 - self._log_variance_statistic(params, negative, hidden_negative)
             )
+        self._apply(gradients, step, batch)
+
+    def _sharded_gradients(
+        self,
+        positive: torch.Tensor,
+        positive_features: torch.Tensor,
+        hidden_positive: torch.Tensor,
+        negative: torch.Tensor,
+        hidden_negative: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        """The gradient sums of `update` over all ranks' rows of the batch.
+
+        PCD: each rank sums its rows' data term and one collective adds the sums up; the model
+        term comes from the persistent chains, the same on every rank. CD: the chains start
+        at each rank's rows, so the data-minus-model sums are added up.
+        """
+        params = self.params
+        gaussian = params.log_variance is not None
+
+        def sums(visible: torch.Tensor, features: torch.Tensor, hidden: torch.Tensor) -> list:
+            terms = [features.T @ hidden, (visible if gaussian else features).sum(0), hidden.sum(0)]
+            if gaussian:
+                terms.append(self._log_variance_statistic(params, visible, hidden))
+            return terms
+
+        data_terms = sums(positive, positive_features, hidden_positive)
+        model_terms = sums(negative, visible_features(params, negative), hidden_negative)
+        if self.persistent:
+            summed(data_terms)
+            gradients = [data - model for data, model in zip(data_terms, model_terms)]
+        else:
+            gradients = summed([data - model for data, model in zip(data_terms, model_terms)])
+        if gaussian:
+            gradients[1] = gradients[1] * torch.exp(-params.log_variance)
+        return gradients
+
+    def _apply(self, gradients: list[torch.Tensor], step: float, batch: int) -> None:
+        """Weight decay, momentum and the step along the summed `gradients` of a batch."""
+        settings, params = self.settings, self.params
         if settings.weight_decay > 0:
             gradients[0] = gradients[0] - batch * settings.weight_decay * params.weights
         variance_step = step * settings.variance_learning_rate_scale * settings.learn_variance

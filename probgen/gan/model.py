@@ -55,6 +55,7 @@ from probgen.gan.stability import Diagnostics, check_scores, ema_decay, update_e
 __all__ = ["GAN"]
 
 _ARCHITECTURES = ("mlp", "dcgan")
+_SCHEDULES = ("cosine", "exponential", "plateau")
 # `fit` options passed on to `fit_model` (the rest are constructor settings).
 _FIT_OPTIONS = (
     "n_epochs",
@@ -94,6 +95,8 @@ class GAN(Model):
         divergence_threshold: a discriminator score (a WGAN critic's, centred) beyond this
             magnitude stops the fit with `FitError`, keeping the last good parameters.
         n_epochs, batch_size: training settings (overridable in `fit`).
+        lr_schedule: None, "cosine", "exponential" (to a tenth at the last epoch) or
+            "plateau": both learning rates' schedule over the epochs (overridable in `fit`).
         seed: seed of the initial weights and of training; None draws fresh randomness.
 
     Example:
@@ -129,6 +132,7 @@ class GAN(Model):
         divergence_threshold: float = 1e4,
         n_epochs: int = 20,
         batch_size: int = 64,
+        lr_schedule: str | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -168,6 +172,9 @@ class GAN(Model):
         self.divergence_threshold = _positive(divergence_threshold, "divergence_threshold")
         self.n_epochs = check_positive_int(n_epochs, "n_epochs")
         self.batch_size = _check_pack(check_positive_int(batch_size, "batch_size"), self.pack)
+        self.lr_schedule = (
+            None if lr_schedule is None else check_choice(lr_schedule, "lr_schedule", _SCHEDULES)
+        )
         self.seed = seed
         self.event_shape = torch.Size(self.data_shape)
 
@@ -313,7 +320,12 @@ class GAN(Model):
                 f"GAN.fit got unknown options {unknown}; it takes {', '.join(_FIT_OPTIONS)} "
                 "(the learning rates, loss and pack are constructor settings)"
             )
-        settings = {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "seed": self.seed}
+        settings = {
+            "n_epochs": self.n_epochs,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "lr_schedule": self.lr_schedule,
+        }
         settings.update(options)
         _check_pack(check_positive_int(settings["batch_size"], "batch_size"), self.pack)
         x = self._check_x(data, "data")

@@ -30,6 +30,7 @@ from probgen.fitting.em import (
     run_em,
     snapshot,
 )
+from probgen.hmm import sharded as hmm_sharded
 from probgen.hmm.emissions import (
     Emission,
     TorchDistributionEmission,
@@ -175,8 +176,16 @@ class HMMFitMixin:
         seed: int | None = None,
         warm_start: bool = False,
         progress: bool | None = None,
+        inputs: Any = None,
     ) -> _Model:
         """Fit by Baum-Welch EM (gradient ascent for custom emissions); returns self.
+
+        Under `torch.distributed` (`probgen.distributed.is_distributed()`), `sequences` (and
+        `states`) are this rank's whole sequences: the fit is over all ranks' sequences (in
+        rank order), every rank ends with the same parameters, equal to a single-process fit
+        on the concatenated sequences up to rounding (`probgen.hmm.sharded`). Every rank calls
+        `fit` with the same settings; minibatch EM draws its minibatches from all ranks'
+        sequences. Custom (gradient-fitted) emissions and input-output HMMs are not sharded.
 
         Args:
             sequences: list of arrays of different lengths, a padded array, or `Sequences`.
@@ -193,6 +202,9 @@ class HMMFitMixin:
                 previous fit or `set_parameters`) instead of a random/k-means start.
             progress: deprecated, give ``HMM(..., progress=...)``; still overrides the
                 constructor's `progress` for one release.
+            inputs: the covariates of an input-output HMM (``transition_inputs > 0``): one
+                row of k per step, (n_sequences, length, k) or a list of (length_i, k)
+                arrays; fitted by generalised EM (`probgen.hmm.io_hmm`).
 
         Raises:
             DataError: malformed sequences.
@@ -207,8 +219,24 @@ class HMMFitMixin:
                     DeprecationWarning,
                     stacklevel=2,
                 )
+        hmm_sharded.refuse_input_output(self, inputs)  # under torch.distributed
+        if self.transition_inputs or inputs is not None:
+            from probgen.hmm.io_hmm import fit_with_inputs  # input-output HMMs
+
+            with self._threads_for(sequences):
+                result = fit_with_inputs(
+                    self, sequences, inputs, states=states, seed=seed, warm_start=warm_start
+                )
+            record_fit(
+                self,
+                result,
+                warning=f"input-output HMM fit stopped at max_iter={self.max_iter}",
+            )
+            return self
         with self._threads_for(sequences):
+            inferred = self.n_symbols is None
             data = self._prepare(sequences, fitting=True)
+            hmm_sharded.agree_on_sizes(self, inferred)  # under torch.distributed
             labels = None if states is None else check_states(states, data, self.n_states)
             result = self._fit_restarts(data, seed, warm_start, progress, labels)
         record_fit(
@@ -232,13 +260,15 @@ class HMMFitMixin:
         """Run every restart and keep the best one's parameters; the best run's record."""
         batch = _Batch.of(data, labels)
         generator = torch.Generator(device=self.device)
-        chosen_seed = self.seed if seed is None else seed
+        # Under torch.distributed `data` is this rank's sequences (`probgen.hmm.sharded`).
+        hmm_sharded.check_supported(self, data.n_sequences)
+        chosen_seed = hmm_sharded.agree_on_seed(self.seed if seed is None else seed)
         if chosen_seed is None:
             generator.seed()
         else:
             generator.manual_seed(int(chosen_seed))
         show = self.progress if progress is None else bool(progress)
-        n_steps = int(data.lengths.sum())
+        n_steps = hmm_sharded.summed_count(int(data.lengths.sum()))
         emission = self._ensure_emission()
         use_gradient = not emission.supports_em
         # Groups left out of init_params start every restart from their values now.
@@ -253,8 +283,8 @@ class HMMFitMixin:
         def run() -> EMResult:
             if use_gradient:
                 return self._fit_gradient(data, n_steps, bar, labels)
-            if self._closed_form(batch):
-                return self._fit_counting(batch)
+            if hmm_sharded.all_ranks(self._closed_form(batch)):
+                return hmm_sharded.fit_counting(self, batch)
             if self.batch_size is not None:
                 return self._fit_online(data, n_steps, generator, bar, labels)
             return self._fit_em(batch, n_steps, bar)
@@ -288,6 +318,7 @@ class HMMFitMixin:
                 total = float(self.e_step(data)[1].sum())
             else:
                 total = float(self._log_prob_prepared(data).sum())
+            total = hmm_sharded.reduced_total(total, self.dtype)
         return total if math.isfinite(total) else -math.inf
 
     def _initialize(
@@ -340,7 +371,7 @@ class HMMFitMixin:
         sticky = 0.6 * torch.eye(n_states, dtype=dtype, device=device) + 0.4 / n_states
         self.transition_probs = 0.5 * noise / noise.sum(-1, keepdim=True) + 0.5 * sticky
         if "emissions" in self.init_params:
-            emission.initialize(batch.observed_values, generator)
+            hmm_sharded.initialize_emission(emission, batch, generator)
 
     def _fit_em(self, batch: _Batch, n_steps: int, bar: Any) -> EMResult:
         # The penalised objective uses the log prior at the parameters the e-step ran at,
@@ -349,8 +380,7 @@ class HMMFitMixin:
 
         def iterate() -> float:
             nonlocal log_prior
-            statistics, log_likelihoods = self.e_step(batch)
-            total = float(log_likelihoods.sum())
+            statistics, total = hmm_sharded.reduced_e_step(self, batch)  # summed over ranks
             if not math.isfinite(total):
                 return total  # run_em restores the last good parameters and raises
             log_prior = float(self.log_prior())
@@ -392,7 +422,8 @@ class HMMFitMixin:
         steps with batch_size=50 (benchmarks/hmm_online_history.py; more when an epoch has
         only a few minibatches).
         """
-        n_sequences = data.n_sequences
+        # Under torch.distributed the minibatches are drawn from all ranks' sequences.
+        offset, n_sequences = hmm_sharded.sequence_layout(data.n_sequences)
         batch_size = min(self.batch_size or n_sequences, n_sequences)
         running: dict[str, torch.Tensor] | None = None
         updates = 0
@@ -404,10 +435,9 @@ class HMMFitMixin:
             for begin in range(0, n_sequences, batch_size):
                 index = order[begin : begin + batch_size].to(self.device)
                 last_good = snapshot(self)
-                part = data[index]
-                known = None if labels is None else labels[index][:, : part.max_length]
-                statistics, log_likelihoods = self.e_step(_Batch.of(part, known))
-                batch_total = float(log_likelihoods.sum())
+                statistics, batch_total = hmm_sharded.minibatch_e_step(
+                    self, data, labels, index, offset
+                )
                 if not math.isfinite(batch_total):
                     self.load_state_dict(last_good)
                     raise FitError(
@@ -432,8 +462,10 @@ class HMMFitMixin:
                     )
             with torch.no_grad():
                 if labels is not None:
-                    return float(self.e_step(_Batch.of(data, labels))[1].sum())
-                return float(self._log_prob_prepared(data).sum())
+                    total = float(self.e_step(_Batch.of(data, labels))[1].sum())
+                else:
+                    total = float(self._log_prob_prepared(data).sum())
+            return hmm_sharded.reduced_total(total, self.dtype)
 
         return run_em(
             epoch,

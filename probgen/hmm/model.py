@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 import probgen.hmm.inference as hmm_inference
+import probgen.hmm.io_hmm as io_hmm
 from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import Sequences, check_choice, check_positive_int
 from probgen.core.errors import DataError
@@ -99,6 +100,14 @@ class HMM(
         update_params: the parameters EM re-estimates, from the same names (hmmlearn's
             ``params``); the others stay fixed, e.g. ``("transitions", "emissions")`` keeps
             the start probabilities of a left-right model.
+        transition_inputs: number k of covariates per step that drive the transitions (an
+            input-output HMM, `probgen.hmm.io_hmm`): p(z_t | z_{t-1} = i, u_t) =
+            softmax(log transition_probs[i] + u_t @ transition_input_weights[i]). Then `fit`,
+            `log_prob`, `posterior`, `viterbi`, `predict`, `score` and `sample` need
+            ``inputs=`` of shape (n_sequences, length, k) (or a list of (length_i, k) arrays),
+            or take the pair ``(sequences, inputs)`` in place of `sequences`. 0: a plain HMM.
+        start_inputs: let the first state depend on the first step's inputs too
+            (softmax(log start_probs + u_0 @ start_input_weights)); needs transition_inputs.
 
     Missing values are marginalised: NaN entries of Gaussian, mixture and Poisson observations
     (whole rows or single features, any covariance type) and missing symbols of categorical
@@ -127,6 +136,7 @@ class HMM(
 
     log_prob_kind = LogProbKind.EXACT
     is_sequence_model = True
+    distributed_fit = True  # sharded EM over all ranks' sequences (probgen.hmm.sharded)
     fitted_attributes = ("history_", "n_iter_", "converged_")
 
     def __init__(
@@ -152,6 +162,8 @@ class HMM(
         progress: bool = False,
         init_params: tuple[str, ...] | list[str] = PARAMETER_GROUPS,
         update_params: tuple[str, ...] | list[str] = PARAMETER_GROUPS,
+        transition_inputs: int = 0,
+        start_inputs: bool = False,
     ) -> None:
         super().__init__()
         self.n_states = check_positive_int(n_states, "n_states")
@@ -194,6 +206,17 @@ class HMM(
         self.emission_spec = emission
         self.register_buffer("start_probs", torch.full((n_states,), 1.0 / n_states))
         self.register_buffer("transition_probs", torch.full((n_states, n_states), 1.0 / n_states))
+        self.transition_inputs = io_hmm.check_transition_inputs(transition_inputs)
+        if not isinstance(start_inputs, bool):
+            raise DataError(f"start_inputs must be True or False, got {start_inputs!r}")
+        if start_inputs and not self.transition_inputs:
+            raise DataError("start_inputs=True needs transition_inputs > 0 (the input width)")
+        self.start_inputs = start_inputs
+        if self.transition_inputs:
+            k = self.transition_inputs
+            self.register_buffer("transition_input_weights", torch.zeros(n_states, k, n_states))
+            if start_inputs:
+                self.register_buffer("start_input_weights", torch.zeros(k, n_states))
         self.emission: Emission | None = self._build_emission()
         if isinstance(self.emission, TorchDistributionEmission) and isinstance(
             emission, torch.distributions.Distribution
@@ -205,15 +228,19 @@ class HMM(
         self.converged_ = False
 
     # ---- inference -------------------------------------------------------------------------
-    def log_prob(self, sequences: Any, *, method: str = "auto") -> torch.Tensor:
+    def log_prob(self, sequences: Any, *, inputs: Any = None, method: str = "auto") -> torch.Tensor:
         """Log-likelihood of each sequence, shape (n_sequences,).
 
         Args:
             sequences: a list of arrays (length, *event) of different lengths, an array
                 (n_sequences, length, *event), or `Sequences`.
+            inputs: the covariates of an input-output HMM (``transition_inputs > 0``), one
+                row of k per step; the value is then log p(x | u).
             method: ``"auto"``, ``"sequential"`` or ``"scan"`` (parallel scan over time).
         """
         self.check_fitted("log_prob")
+        if self.transition_inputs or inputs is not None:
+            return io_hmm.run_inference(self, sequences, inputs, "log_prob")
         with torch.no_grad(), self._threads_for(sequences):
             return self._log_prob_prepared(self._prepare(sequences), method)
 
@@ -243,17 +270,21 @@ class HMM(
             self.start_probs, self.transition_probs, emission_probs, offsets, mask
         )
 
-    def score(self, sequences: Any) -> float:
+    def score(self, sequences: Any, *, inputs: Any = None) -> float:
         """Total log-likelihood of the sequences (hmmlearn's `score`)."""
-        return float(self.log_prob(sequences).sum())
+        return float(self.log_prob(sequences, inputs=inputs).sum())
 
-    def posterior(self, sequences: Any, *, states: Any = None) -> torch.Tensor:
+    def posterior(self, sequences: Any, *, states: Any = None, inputs: Any = None) -> torch.Tensor:
         """State marginals p(z_t | x), shape (n_sequences, max_length, n_states), 0 on padding.
 
         With `states` (known states per step, -1 unknown, as for `fit`) the marginals are
-        p(z_t | x, known states).
+        p(z_t | x, known states). `inputs` as for `log_prob`.
         """
         self.check_fitted("posterior")
+        if self.transition_inputs or inputs is not None:
+            if states is not None:
+                raise DataError("states cannot be combined with inputs yet")
+            return io_hmm.run_inference(self, sequences, inputs, "posterior")
         with torch.no_grad(), self._threads_for(sequences):
             data = self._prepare(sequences)
             log_probs = self._emission_log_probs(data)
@@ -263,14 +294,18 @@ class HMM(
                 self.start_probs, self.transition_probs, log_probs, data.lengths
             )
 
-    def viterbi(self, sequences: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def viterbi(self, sequences: Any, *, inputs: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Most probable state paths and their joint log-probabilities log p(x, z*).
+
+        `inputs` as for `log_prob` (the log-probabilities are then log p(x, z* | u)).
 
         Returns:
             `(paths, log_probs)`: (n_sequences, max_length) long, -1 past each sequence's end,
             and (n_sequences,).
         """
         self.check_fitted("viterbi")
+        if self.transition_inputs or inputs is not None:
+            return io_hmm.run_inference(self, sequences, inputs, "viterbi")
         with torch.no_grad(), self._threads_for(sequences):
             data = self._prepare(sequences)
             return hmm_inference.viterbi(
@@ -280,25 +315,61 @@ class HMM(
                 data.lengths,
             )
 
-    def predict(self, sequences: Any) -> torch.Tensor:
+    def predict(self, sequences: Any, *, inputs: Any = None) -> torch.Tensor:
         """Viterbi state paths (hmmlearn's `predict`)."""
-        return self.viterbi(sequences)[0]
+        return self.viterbi(sequences, inputs=inputs)[0]
+
+    # What does not take inputs yet refuses an input-output HMM rather than ignore its inputs.
+    def decode(self, sequences: Any, method: str = "posterior", **options: Any) -> Any:
+        self._refuse_inputs("decode", "use viterbi / predict / posterior with inputs=...")
+        return super().decode(sequences, method, **options)
+
+    def e_step(self, sequences: Any, *, states: Any = None) -> Any:
+        self._refuse_inputs("e_step", "fit with fit(sequences, inputs=...)")
+        return super().e_step(sequences, states=states)
+
+    def as_pyro(self, length: int | None = None) -> Any:
+        self._refuse_inputs("as_pyro")
+        return super().as_pyro(length)
+
+    def to_hmmlearn(self) -> Any:
+        self._refuse_inputs("to_hmmlearn", "hmmlearn has no input-driven transitions")
+        return super().to_hmmlearn()
+
+    decode.__doc__ = HMMDecodingMixin.decode.__doc__
+    e_step.__doc__ = HMMFitMixin.e_step.__doc__
+    as_pyro.__doc__ = HMMInteropMixin.as_pyro.__doc__
+    to_hmmlearn.__doc__ = HMMInteropMixin.to_hmmlearn.__doc__
+
+    def _refuse_inputs(self, method: str, hint: str = "") -> None:
+        if self.transition_inputs:
+            raise DataError(
+                f"{method} does not take the inputs of an input-output HMM "
+                f"(transition_inputs={self.transition_inputs}) yet" + (f"; {hint}" if hint else "")
+            )
 
     def n_parameters(self) -> int:
-        """Free parameters: start (S-1), transitions S(S-1), and the emissions'."""
+        """Free parameters: start (S-1), transitions S(S-1), the emissions' and the (centred)
+        input weights'."""
         self.check_fitted("n_parameters")
         n_states = self.n_states
-        return (n_states - 1) + n_states * (n_states - 1) + self._ensure_emission().n_parameters()
+        return (
+            (n_states - 1)
+            + n_states * (n_states - 1)
+            + self._ensure_emission().n_parameters()
+            + io_hmm.n_input_parameters(self)
+        )
 
-    def aic(self, sequences: Any) -> float:
+    def aic(self, sequences: Any, *, inputs: Any = None) -> float:
         """Akaike information criterion, -2 log L + 2 p (lower is better)."""
-        return -2 * self.score(sequences) + 2 * self.n_parameters()
+        return -2 * self.score(sequences, inputs=inputs) + 2 * self.n_parameters()
 
-    def bic(self, sequences: Any) -> float:
+    def bic(self, sequences: Any, *, inputs: Any = None) -> float:
         """Bayesian information criterion, -2 log L + p log(number of observed steps)."""
+        sequences, inputs = io_hmm.split_pair(self, sequences, inputs)
         data = self._prepare(sequences)
         n_steps = int(data.lengths.sum())
-        return -2 * self.score(data) + self.n_parameters() * math.log(n_steps)
+        return -2 * self.score(data, inputs=inputs) + self.n_parameters() * math.log(n_steps)
 
     # ---- sampling --------------------------------------------------------------------------
     def sample(
@@ -308,8 +379,12 @@ class HMM(
         length: int,
         seed: int | torch.Generator | None = None,
         return_states: bool = False,
+        inputs: Any = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Draw `n` sequences of `length` steps.
+
+        An input-output HMM needs `inputs` (n, length, transition_inputs): the covariates
+        the draws are conditioned on.
 
         Returns:
             observations (n, length, *event_shape), or `(observations, states)` with states
@@ -320,6 +395,12 @@ class HMM(
         length = check_positive_int(length, "length")
         generator = self.make_generator(seed)
         emission = self._ensure_emission()
+        if self.transition_inputs or inputs is not None:
+            io_hmm.split_pair(self, None, inputs)  # inputs given iff transition_inputs > 0
+            states = io_hmm.sample_with_inputs(self, n, length, inputs, generator)
+            with torch.no_grad():
+                observations = emission.sample(states, generator)
+            return (observations, states) if return_states else observations
         start_cdf = self.start_probs.cumsum(-1)
         transition_cdf = self.transition_probs.cumsum(-1)
         # Time-major uniforms: each step's column is contiguous for searchsorted.

@@ -27,7 +27,10 @@ class HMMParametersMixin:
 
         Keywords: ``start_probs``, ``transition_probs``, and by family ``emission_probs``;
         ``means``, ``covariances`` (hmmlearn's storage shape for the covariance type, or full
-        matrices); ``mixture_weights``; ``rates``. Sizes not given at construction
+        matrices); ``mixture_weights``; ``rates``; for an input-output HMM
+        ``transition_input_weights`` (n_states, transition_inputs, n_states) and
+        ``start_input_weights`` (transition_inputs, n_states), centred over the last axis when
+        stored (the softmax does not see a constant added there). Sizes not given at construction
         (``n_symbols``, ``n_features``) are taken from them.
 
         Raises:
@@ -41,12 +44,20 @@ class HMMParametersMixin:
             "covariances",
             "mixture_weights",
             "rates",
+            "transition_input_weights",
+            "start_input_weights",
         }
         unknown = set(parameters) - known
         if unknown:
             raise DataError(
                 f"unknown parameters {sorted(unknown)}; expected some of {sorted(known)}"
             )
+        for name in ("transition_input_weights", "start_input_weights"):
+            if name in parameters and not hasattr(self, name):
+                raise DataError(
+                    f"{name} needs an HMM built with "
+                    + ("transition_inputs > 0" if name[0] == "t" else "start_inputs=True")
+                )
         dtype, device = self.dtype, self.device
         tensors = {
             name: torch.as_tensor(
@@ -116,6 +127,10 @@ class HMMParametersMixin:
                 emission.components,
                 self.n_mix if self.family == "gmm" else None,
             )
+        for name in ("transition_input_weights", "start_input_weights"):
+            if name in tensors:
+                _check_shape(tensors[name], name, tuple(getattr(self, name).shape))
+                new_values[name] = tensors[name] - tensors[name].mean(-1, keepdim=True)
         for name, value in new_values.items():
             owner_path, _, leaf = name.rpartition(".")
             owner = self.get_submodule(owner_path) if owner_path else self

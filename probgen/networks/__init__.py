@@ -9,7 +9,18 @@ Example:
 from __future__ import annotations
 
 from probgen.networks.bayesnet import BayesianNetwork, read_bif
+from probgen.networks.dynamic import DynamicBayesianNetwork
+from probgen.networks.dynamic_structure import learn_dbn_structure
+from probgen.networks.hybrid import HybridBayesianNetwork
 from probgen.networks.markovnet import MarkovNetwork
 from probgen.networks.structure import learn_structure
 
-__all__ = ["BayesianNetwork", "MarkovNetwork", "learn_structure", "read_bif"]
+__all__ = [
+    "BayesianNetwork",
+    "DynamicBayesianNetwork",
+    "HybridBayesianNetwork",
+    "MarkovNetwork",
+    "learn_dbn_structure",
+    "learn_structure",
+    "read_bif",
+]

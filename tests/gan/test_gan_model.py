@@ -191,3 +191,24 @@ def test_bad_input_names_the_argument():
         _small(loss="lsgan")
     with pytest.raises(DataError, match="ema must be None or a decay"):
         _small(ema=1.5)
+
+
+def test_lr_schedule_setting_decays_both_learning_rates_and_is_saved(tmp_path):
+    x, _ = _blobs(64)
+    constant = _small(n_epochs=3, generator_learning_rate=1e-3).fit(x)
+    assert {h["lrs"]["generator"] for h in constant.history_} == {1e-3}
+    decayed = _small(n_epochs=3, generator_learning_rate=1e-3, lr_schedule="exponential").fit(x)
+    # "exponential" reaches a tenth of the starting rate in the last of 3 epochs: 10**-0.5 per
+    # epoch, for both optimisers (the history records the rate each epoch ran at).
+    for name, start in (("generator", 1e-3), ("discriminator", 2e-4)):
+        rates = [h["lrs"][name] for h in decayed.history_]
+        assert rates == pytest.approx([start * 0.1 ** (k / 2) for k in (0, 1, 2)])
+    # fit's own option overrides the setting
+    overridden = _small(n_epochs=2, lr_schedule="exponential").fit(x, lr_schedule=None)
+    assert {h["lrs"]["generator"] for h in overridden.history_} == {2e-4}
+    decayed.save(tmp_path / "gan.probgen")
+    import probgen
+
+    assert probgen.load(tmp_path / "gan.probgen").lr_schedule == "exponential"
+    with pytest.raises(DataError, match="lr_schedule"):
+        _small(lr_schedule="linear")
