@@ -145,16 +145,21 @@ def _fit(arguments: argparse.Namespace) -> int:
     build_options = {**(recipe.smoke.get("build", {}) if smoke else {}), **settings["build"]}
     fit_options = {**(recipe.smoke_fit if smoke else {}), **settings["fit"]}
     model = recipe.build(**build_options)
+    parallel = distributed.is_distributed()
+    if parallel:
+        _check_distributed_fit(model)
+    shard = (distributed.rank(), distributed.world_size()) if parallel else None
     if settings["data"]:
-        data = _read_for_model(model, settings["data"])
+        # Each process reads only its own rows or sequences of the file or folder.
+        data = _read_for_model(model, settings["data"], shard=shard)
         source = settings["data"]
     else:
         data_options = recipe.smoke.get("data", {}) if smoke else {}
         data = recipe.data(split="train", seed=settings["seed"], **data_options)
         source = f"recipe {recipe.name!r} (train split)"
-    parallel = distributed.is_distributed()
+        if parallel:
+            data = _this_ranks_shard(model, data)
     if parallel:
-        data = _this_ranks_shard(model, data)
         source += f", shard {distributed.rank() + 1} of {distributed.world_size()}"
     leader = distributed.rank() == 0
     if leader:  # one progress bar, on rank 0
@@ -203,15 +208,19 @@ def _launch_torchrun(arguments: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-def _this_ranks_shard(model: Any, data: Any) -> Any:
-    """This rank's contiguous block of the rows (of each part of a tuple of data)."""
-    from probgen.core import distributed
-
+def _check_distributed_fit(model: Any) -> None:
     if not getattr(type(model), "distributed_fit", False):
         raise DataError(
             f"{type(model).__name__} cannot yet be fitted across processes (its fit is not "
             "sharded); run `probgen fit` without torchrun or --nproc"
         )
+
+
+def _this_ranks_shard(model: Any, data: Any) -> Any:
+    """This rank's contiguous block of the rows (of each part of a tuple of data)."""
+    from probgen.core import distributed
+
+    _check_distributed_fit(model)
     if isinstance(data, (tuple, list)):
         return type(data)(distributed.shard(part) for part in data)
     return distributed.shard(data)
@@ -362,16 +371,18 @@ def _evaluation_data(model: Any, source: str, split: str) -> Any:
     return _read_for_model(model, source)
 
 
-def _read_for_model(model: Any, path: str) -> Any:
+def _read_for_model(model: Any, path: str, shard: tuple[int, int] | None = None) -> Any:
     from probgen.datafiles import read_data
 
     if not Path(path).exists():
         raise DataError(f"data path {path!r} does not exist")
     if getattr(model, "is_sequence_model", False):
-        sequences = read_data(path, sequences=True)
-        if len(model.event_shape) == 0 and path.endswith(".npy") and len(sequences) == 1:
+        scalar_rows = len(model.event_shape) == 0 and path.endswith(".npy")
+        if scalar_rows and _npy_ndim(path) == 2:
             # A 2-D array of scalar-valued steps is (n_sequences, length), not one sequence.
-            sequences = list(sequences[0]) if sequences[0].ndim == 2 else sequences
+            sequences = list(read_data(path, shard=shard))
+        else:
+            sequences = read_data(path, sequences=True, shard=shard)
         if len(model.event_shape) == 0:
             squeezed = []
             for index, sequence in enumerate(sequences):
@@ -383,13 +394,20 @@ def _read_for_model(model: Any, path: str) -> Any:
                 squeezed.append(sequence.reshape(-1))
             return squeezed
         return sequences
-    data = read_data(path)
+    data = read_data(path, shard=shard)
     if isinstance(data, np.ndarray) or getattr(model, "accepts_dataframe", False):
         return data
     import pandas as pd
 
     numeric = all(pd.api.types.is_numeric_dtype(dtype) for dtype in data.dtypes)
     return data.to_numpy() if numeric else data
+
+
+def _npy_ndim(path: str) -> int | None:
+    try:
+        return int(np.load(path, mmap_mode="r", allow_pickle=False).ndim)
+    except ValueError:  # not a plain array: read_data names the problem
+        return None
 
 
 def _format_history_entry(entry: Any) -> str:
