@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "CycleGAN": "probgen.gan.cyclegan",
     "GAN": "probgen.gan.model",
     "StyleGAN": "probgen.gan.stylegan",
+    "VAEGAN": "probgen.gan.vaegan",
     # anomaly detection
     "DensityDetector": "probgen.anomaly",
     "VAEDetector": "probgen.anomaly",

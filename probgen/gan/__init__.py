@@ -2,7 +2,8 @@
 
 `GAN` (`probgen.gan.model`) with MLP or DCGAN networks (`networks`), the non-saturating,
 hinge and WGAN-GP losses and PacGAN packing (`losses`), and the training diagnostics,
-divergence test and weight averaging (`stability`).
+divergence test and weight averaging (`stability`); `VAEGAN` (`probgen.gan.vaegan`, Larsen et
+al. 2016), a VAE judged in its discriminator's feature space.
 
 Example:
     >>> import probgen.gan
@@ -18,10 +19,12 @@ from probgen.gan.losses import (
     pack_samples,
 )
 from probgen.gan.model import GAN
+from probgen.gan.vaegan import VAEGAN
 
 __all__ = [
     "GAN",
     "LOSSES",
+    "VAEGAN",
     "discriminator_loss",
     "generator_loss",
     "gradient_penalty",
