@@ -56,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "Flow": "probgen.deep.flows",
     "MADE": "probgen.deep.autoregressive",
     "PixelCNN": "probgen.deep.autoregressive",
+    "PixelRNN": "probgen.deep.pixelrnn",
     "SequenceModel": "probgen.deep.autoregressive",
     "CycleGAN": "probgen.gan.cyclegan",
     "GAN": "probgen.gan.model",
