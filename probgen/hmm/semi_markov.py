@@ -274,7 +274,10 @@ class HSMM(EmissionHostMixin, HMMParametersMixin, Model):
                 self.n_init,
                 lambda restart: self._initialize(batch, generator),
                 run,
-                score=None if self.n_init == 1 else lambda _: self.score(data),
+                # The model is not marked fitted until record_fit: score the restart directly.
+                score=None
+                if self.n_init == 1
+                else lambda _: float(self._statistics(data).log_likelihood.sum()),
             )
         record_fit(
             self,
