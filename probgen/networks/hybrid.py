@@ -40,6 +40,7 @@ from torch import Tensor
 from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import as_tensor, check_positive_int
 from probgen.core.errors import DataError
+from probgen.core.threads import small_op_threads
 from probgen.fitting.em import EMResult, record_fit
 from probgen.networks.bayesnet import _draw_states, _inverse_cdf_thresholds
 from probgen.networks.codec import StateCodec, enumerate_assignments
@@ -303,6 +304,14 @@ class HybridBayesianNetwork(Model):
 
     def _posterior(self, codes: Tensor, values: Tensor, moments: bool = True
                    ) -> dict[str, Tensor]:
+        # A handful of small batched ops per missing-value pattern: the library's thread
+        # policy (probgen.core.threads), which keeps a busy 2-core machine from collapsing.
+        work = values.shape[0] * len(self._components()["assignments"]) * values.shape[1] ** 2
+        with small_op_threads(work, values.device):
+            return self._posterior_work(codes, values, moments)
+
+    def _posterior_work(self, codes: Tensor, values: Tensor, moments: bool = True
+                        ) -> dict[str, Tensor]:
         """Per row: log P(evidence) (n,), P(configuration | evidence) (n, K) and, with
         `moments`, the mean (n, C) and covariance (n, C, C) of the continuous variables given
         the evidence (observed entries keep their values and zero variance).
@@ -318,7 +327,7 @@ class HybridBayesianNetwork(Model):
         log_joint = parts["log_weights"] + torch.log(evidence_masks(codes, parts["assignments"]))
         log_likelihood = torch.zeros(n, count, dtype=torch.float64, device=device)
         observed = ~torch.isnan(values)
-        patterns, inverse = torch.unique(observed, dim=0, return_inverse=True)
+        patterns, inverse = _missing_patterns(observed)
         mu, sigma = parts["means"], parts["covariances"]
         groups = []
         for index, pattern in enumerate(patterns):
@@ -512,3 +521,18 @@ def _float_tensor(value: Any, name: str) -> Tensor:
     if not torch.isfinite(tensor).all():
         raise DataError(f"{name} has NaN or infinite entries")
     return tensor
+
+
+def _missing_patterns(observed: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct rows of a boolean (n, width) mask and each row's index among them.
+
+    Rows are packed into one integer each first where they fit: `torch.unique(dim=0)` sorts
+    whole rows and was the largest cost of `log_prob`.
+    """
+    width = observed.shape[1]
+    if width > 62:
+        return torch.unique(observed, dim=0, return_inverse=True)
+    bits = torch.arange(width, device=observed.device)
+    keys = (observed.long() << bits).sum(1)
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    return ((unique[:, None] >> bits) & 1).bool(), inverse
