@@ -21,6 +21,8 @@ def two_threads(monkeypatch):
     previous = torch.get_num_threads()
     monkeypatch.delenv(threads.ENV_VARIABLE, raising=False)
     monkeypatch.setattr(threads, "_override", None)
+    # the size rule on its own: an idle machine (test_busy_machine_pins_large_steps: a busy one)
+    monkeypatch.setattr(threads, "machine_is_busy", lambda: False)
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(previous)
@@ -54,6 +56,22 @@ def test_large_work_keeps_the_callers_setting(two_threads):
         assert torch.get_num_threads() == 2
     with small_op_threads(THREADED_WORK):
         assert torch.get_num_threads() == 1
+
+
+def test_busy_machine_pins_large_steps(two_threads, monkeypatch):
+    monkeypatch.setattr(threads, "machine_is_busy", lambda: True)
+    with small_op_threads(THREADED_WORK * 8):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize(("load", "cores", "busy"), [(1.2, 2, False), (1.6, 2, True),
+                                                    (14.0, 16, False), (15.7, 16, True)])
+def test_busy_means_load_beyond_the_cores_less_a_half(monkeypatch, load, cores, busy):
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda _: set(range(cores)),
+                        raising=False)
+    assert threads.machine_is_busy() is busy
 
 
 def test_other_devices_are_left_alone(two_threads):
