@@ -16,6 +16,9 @@ sites are sampled in unconstrained space with the log-Jacobian). Methods:
   (``continuous="mh"``, one block per Pyro site) or NUTS (``continuous="nuts"``) for the
   continuous ones.
 - ``"nuts"`` / ``"hmc"``: Pyro's kernels through `potential_fn`, one per chain.
+- ``"chees"``: ChEES-HMC (`probgen.samplers.chees`): HMC on every chain at once (one batched
+  gradient per leapfrog step), with step size, jittered trajectory length and a diagonal mass
+  matrix adapted jointly across chains; divergences in the ``diverging`` statistic.
 - ``"svi"``: a Pyro autoguide fitted by SVI; draws come from the fitted guide.
 
 Example:
@@ -43,6 +46,7 @@ from probgen.core.data import check_choice, check_positive_int
 from probgen.core.errors import DataError
 from probgen.core.progress import progress_bar
 from probgen.core.threads import small_op_loop
+from probgen.samplers.chees import CHEES_OPTIONS
 from probgen.samplers.nuts import KERNEL_OPTIONS as NUTS_OPTIONS
 from probgen.samplers.recording import DrawRecorder
 from probgen.samplers.runners import RUNNERS, SamplerRun, sample_model_gibbs
@@ -51,7 +55,7 @@ from probgen.samplers.targets import FlatTarget, make_target
 
 __all__ = ["METHODS", "Samples", "sample_chains"]
 
-METHODS = ("mh", "gibbs", "nuts", "hmc", "svi")
+METHODS = ("mh", "gibbs", "nuts", "hmc", "chees", "svi")
 
 MH_OPTIONS = {
     "proposal",
@@ -73,6 +77,7 @@ _METHOD_OPTIONS = {
     "gibbs": GIBBS_OPTIONS,
     "nuts": NUTS_OPTIONS,
     "hmc": NUTS_OPTIONS,
+    "chees": CHEES_OPTIONS,
     "svi": SVI_OPTIONS,
 }
 
@@ -104,7 +109,7 @@ def sample_chains(
     Args:
         target: a probgen Density, a log-density function of a tensor (num_chains,
             *event_shape) -> (num_chains,), or a Pyro model.
-        method: "mh", "gibbs", "nuts", "hmc" or "svi".
+        method: "mh", "gibbs", "nuts", "hmc", "chees" or "svi".
         num_chains: number of chains (MH and Gibbs run them as one batch).
         num_samples: kept draws per chain.
         warmup: adaptation steps per chain, discarded (for "svi": ignored; see num_steps).
@@ -132,7 +137,12 @@ def sample_chains(
             copies of other chains). gibbs:
             evidence, continuous ("mh" | "nuts"), nuts_options, compute_lp, and the mh
             settings. nuts/hmc: Pyro kernel settings (step_size,
-            target_accept_prob, max_tree_depth, full_mass, num_steps, ...). svi: guide
+            target_accept_prob, max_tree_depth, full_mass, num_steps, ...). chees: step_size
+            (initial; default found by Stan's heuristic), target_accept (harmonic mean
+            acceptance, default 0.651), trajectory_length (initial), learning_rate (Adam on
+            log trajectory length, 0.025), max_leapfrog_steps (1000), jitter (Halton, True),
+            divergence_threshold (1000), adapt_step_size, adapt_trajectory_length,
+            adapt_mass_matrix, restart_stragglers (all True). svi: guide
             ("multivariate" | "diagonal" | "lowrank"), num_steps, learning_rate, num_particles.
 
     Returns:
@@ -198,8 +208,10 @@ def sample_chains(
             runner = RUNNERS[method]
             z0, lp0 = _initial_points(flat, num_chains, generator, initial is not None)
             stat_names = ("lp", "acceptance_rate", "step_size")
-            if method in ("nuts", "hmc"):
+            if method in ("nuts", "hmc", "chees"):
                 stat_names += ("diverging",)
+            if method == "chees":
+                stat_names += ("n_steps",)
             recorder = DrawRecorder(
                 flat,
                 num_chains,

@@ -1,6 +1,6 @@
 """The per-method sampler loops behind `sample_chains`.
 
-`RUNNERS` maps each method ("mh", "gibbs", "nuts", "hmc", "svi") to a function that takes a
+`RUNNERS` maps each method ("mh", "gibbs", "nuts", "hmc", "chees", "svi") to a function that takes a
 `SamplerRun` (the flat target, the recorder of kept draws, the chains' starting points, the
 run's generator and settings) and the method's options, and fills the recorder.
 `sample_model_gibbs` runs a model's own `gibbs_step` instead. `sample_chains`
@@ -456,6 +456,13 @@ def _run_nuts(run: SamplerRun, **options: Any) -> None:
             run.recorder.record(draw, z, **stats)
 
 
+def _run_chees(run: SamplerRun, **options: Any) -> None:
+    from probgen.samplers.chees import run_chees
+
+    _discrete_error(run.target, run.method)
+    run_chees(run, restart=restart_stragglers, **options)
+
+
 def _run_svi(run: SamplerRun, **options: Any) -> None:
     from probgen.samplers.svi import fit_guide_and_draw
 
@@ -488,5 +495,6 @@ RUNNERS: dict[str, Callable[..., None]] = {
     "gibbs": _run_gibbs,
     "nuts": _run_nuts,
     "hmc": _run_nuts,
+    "chees": _run_chees,
     "svi": _run_svi,
 }

@@ -180,11 +180,13 @@ def make_target(
                 raise DataError(f"initial must be a tensor of numbers, got {initial!r}") from error
             event = torch.Size(event_shape) if event_shape is not None else initial_tensor.shape
             dtype = initial_tensor.dtype if initial_tensor.is_floating_point() else torch.float64
+            device = initial_tensor.device  # the chains run where the starting point lives
         else:
             if event_shape is None and cardinalities is not None:
                 event_shape = (len(torch.as_tensor(cardinalities).reshape(-1)),)
             event = torch.Size(event_shape or ())
             dtype = torch.float64
+            device = torch.device("cpu")
         return _function_target(
             target,
             event,
@@ -192,7 +194,7 @@ def make_target(
             cardinalities,
             initial,
             dtype,
-            torch.device("cpu"),
+            device,
             target,
             name or "x",
         )

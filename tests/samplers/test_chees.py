@@ -1,0 +1,318 @@
+"""ChEES-HMC (`sample_chains(..., "chees")`): known answers, adaptation, divergences, errors.
+
+Oracles: Gaussians with known mean and covariance (means within 4 MCSE, sds within 10%), the
+posteriordb reference posteriors (skipped without ../shared/data), hand-made targets that
+force divergences. Every option has a test that fails when the option is ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from probgen.core.errors import DataError
+from probgen.samplers import diagnostics
+from probgen.samplers.chains import sample_chains
+from probgen.samplers.chees import DualAveraging, halton, leapfrog
+
+
+def _gaussian(dim: int, correlation: float, seed: int = 0):
+    """Mean, covariance and log density of a Gaussian with AR(1) correlation and scales
+    spread over two orders of magnitude (so the diagonal mass matrix has work to do)."""
+    generator = np.random.default_rng(seed)
+    mean = generator.normal(0.0, 3.0, dim)
+    scales = np.exp(np.linspace(math.log(0.2), math.log(5.0), dim))
+    lags = np.abs(np.subtract.outer(np.arange(dim), np.arange(dim)))
+    covariance = np.outer(scales, scales) * correlation**lags
+    precision = torch.as_tensor(np.linalg.inv(covariance))
+    centre = torch.as_tensor(mean)
+
+    def log_density(x: torch.Tensor) -> torch.Tensor:
+        centred = x - centre
+        return -0.5 * ((centred @ precision) * centred).sum(-1)
+
+    return mean, covariance, log_density
+
+
+def _check_moments(draws: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> list[str]:
+    """Failures of means within 4 MCSE and sds within 10% of the known answers."""
+    failures = []
+    for i in range(draws.shape[-1]):
+        chains = draws[..., i]
+        mcse = float(diagnostics.mcse_mean(chains))
+        if abs(chains.mean() - mean[i]) > 4 * mcse:
+            failures.append(
+                f"mean[{i}] {chains.mean():.3f} vs {mean[i]:.3f} (4 MCSE {4 * mcse:.3f})"
+            )
+        if abs(chains.std(ddof=1) / sd[i] - 1) > 0.10:
+            failures.append(f"sd[{i}] {chains.std(ddof=1):.3f} vs {sd[i]:.3f}")
+    return failures
+
+
+def _run(log_density, dim, **kwargs):
+    settings = dict(num_chains=16, num_samples=100, warmup=150, seed=0, progress=False)
+    settings.update(kwargs)
+    return sample_chains(
+        log_density, "chees", initial=torch.zeros(dim, dtype=torch.float64), **settings
+    )
+
+
+def _standard_normal(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (x**2).sum(-1)
+
+
+# ---- known answers --------------------------------------------------------------------------
+@pytest.mark.parametrize(("dim", "correlation"), [(10, 0.7), (100, 0.5)])
+def test_gaussian_means_and_sds(dim, correlation):
+    mean, covariance, log_density = _gaussian(dim, correlation)
+    samples = _run(log_density, dim, num_chains=32, num_samples=150, warmup=200)
+    failures = _check_moments(samples["x"], mean, np.sqrt(np.diag(covariance)))
+    assert not failures, failures
+    assert samples.num_divergences == 0
+    assert float(samples.summary()["r_hat"].max()) < 1.05
+
+
+def _reference_check(name: str, **settings) -> None:
+    from probgen.recipes._posteriordb_recipe import draws_by_element, reference_summary
+    from probgen.recipes._shared_data import SharedDataMissing
+
+    module = importlib.import_module(f"probgen.recipes.{name}")
+    try:
+        posterior = module.build()
+        reference = reference_summary(module.POSTERIOR)
+    except SharedDataMissing as error:
+        pytest.skip(str(error))
+    samples = sample_chains(posterior, "chees", seed=0, progress=False, **settings)
+    ours = draws_by_element(samples, type(posterior))
+    failures = []
+    for element, ref in reference.items():
+        draws = ours[element]
+        chains = draws.reshape(samples.num_chains, samples.num_draws)
+        mcse = float(diagnostics.mcse_mean(chains))
+        tolerance = 4 * math.sqrt(mcse**2 + ref["mcse_mean"] ** 2)
+        if abs(draws.mean() - ref["mean"]) > tolerance:
+            failures.append(f"{element} mean {draws.mean():.4g} vs {ref['mean']:.4g}")
+        if abs(draws.std(ddof=1) / ref["sd"] - 1) > 0.10:
+            failures.append(f"{element} sd {draws.std(ddof=1):.4g} vs {ref['sd']:.4g}")
+    assert not failures, failures
+
+
+def test_eight_schools_matches_reference():
+    # A correctness check, not an efficiency one: capping the trajectory keeps it fast (the
+    # ChEES-rate criterion can drive eight schools' T to tens of time units).
+    _reference_check(
+        "eight_schools", num_chains=64, num_samples=200, warmup=200, max_leapfrog_steps=32
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kidiq_momiq", "ark", "gauss_mix", "hmm_example"])
+def test_posteriordb_matches_reference(name):
+    _reference_check(name, num_chains=64, num_samples=500, warmup=500)
+
+
+@pytest.mark.slow
+def test_funnel_known_marginal():
+    """Neal's funnel v ~ N(0, 3), x_i | v ~ N(0, exp(v / 2)), non-centred: x_i = exp(v/2) u_i.
+
+    In (v, u) coordinates the target is a standard Gaussian product; the centred funnel's v
+    marginal (mean 0, sd 3) is checked on the centred form with many chains."""
+
+    def funnel(x: torch.Tensor) -> torch.Tensor:
+        v, rest = x[:, 0], x[:, 1:]
+        log_v = torch.distributions.Normal(0.0, 3.0).log_prob(v)
+        scale = torch.exp(v / 2)[:, None]
+        return log_v + torch.distributions.Normal(0.0, scale).log_prob(rest).sum(-1)
+
+    samples = _run(funnel, 3, num_chains=256, num_samples=1000, warmup=1000)
+    v = samples["x"][..., :1]
+    assert not _check_moments(v, np.zeros(1), np.array([3.0]) * 1.0)
+
+
+@pytest.mark.slow
+def test_gaussian_100_dimensions_strong_correlation():
+    mean, covariance, log_density = _gaussian(100, 0.9, seed=1)
+    samples = _run(log_density, 100, num_chains=64, num_samples=500, warmup=1000)
+    assert not _check_moments(samples["x"], mean, np.sqrt(np.diag(covariance)))
+
+
+def test_pyro_model_target():
+    import pyro
+    import pyro.distributions as dist
+
+    y = torch.tensor([1.2, 0.4, 2.2, 1.5, 0.9], dtype=torch.float64)
+
+    def model():
+        mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 10.0))
+        sigma = pyro.sample("sigma", dist.HalfNormal(torch.tensor(2.0, dtype=torch.float64)))
+        with pyro.plate("data", 5):
+            pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    samples = sample_chains(
+        model, "chees", num_chains=16, num_samples=100, warmup=100, seed=1, progress=False
+    )
+    assert (samples["sigma"] > 0).all()
+    # The posterior mean of mu is near the data mean (flat-ish prior); 4 MCSE.
+    mcse = float(diagnostics.mcse_mean(samples["mu"]))
+    assert abs(samples["mu"].mean() - float(y.mean())) < 4 * mcse + 0.15
+
+
+# ---- adaptation -----------------------------------------------------------------------------
+def test_step_size_adaptation_moves_the_step_size():
+    adapted = _run(_standard_normal, 5, step_size=6.0)
+    fixed = _run(_standard_normal, 5, step_size=6.0, adapt_step_size=False)
+    assert fixed.attrs["chees"]["step_size"] == 6.0
+    assert 0.3 < adapted.attrs["chees"]["step_size"] < 2.0
+    assert adapted.stats["acceptance_rate"].mean() > 0.5
+
+
+def test_target_accept_changes_the_step_size():
+    low = _run(_standard_normal, 5, target_accept=0.4).attrs["chees"]["step_size"]
+    high = _run(_standard_normal, 5, target_accept=0.95).attrs["chees"]["step_size"]
+    assert high < 0.8 * low
+
+
+def test_trajectory_length_adaptation():
+    adapted = _run(_standard_normal, 5, trajectory_length=0.05)
+    fixed = _run(_standard_normal, 5, trajectory_length=0.05, adapt_trajectory_length=False)
+    assert fixed.attrs["chees"]["trajectory_length"] == pytest.approx(0.05)
+    assert adapted.attrs["chees"]["trajectory_length"] > 0.3
+    # with step size and metric fixed, only Adam moves T: its learning rate sets how far
+    fixed_rest = dict(
+        trajectory_length=0.05, step_size=0.05, adapt_step_size=False, adapt_mass_matrix=False
+    )
+    fast = _run(_standard_normal, 5, learning_rate=0.025, **fixed_rest)
+    slow = _run(_standard_normal, 5, learning_rate=0.002, **fixed_rest)
+    assert slow.attrs["chees"]["trajectory_length"] < 0.1
+    assert fast.attrs["chees"]["trajectory_length"] > 0.3
+
+
+def test_mass_matrix_adaptation_learns_the_variances():
+    scales = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+
+    def log_density(x):
+        return -0.5 * ((x / scales) ** 2).sum(-1)
+
+    adapted = _run(log_density, 3, num_chains=32, warmup=400, max_leapfrog_steps=50)
+    variances = np.array(adapted.attrs["chees"]["inverse_mass"])
+    np.testing.assert_allclose(variances, scales.numpy() ** 2, rtol=0.25)
+    fixed = _run(
+        log_density, 3, num_chains=32, warmup=20, adapt_mass_matrix=False, max_leapfrog_steps=10
+    )
+    assert fixed.attrs["chees"]["inverse_mass"] == [1.0, 1.0, 1.0]
+
+
+def test_jitter_and_max_leapfrog_steps():
+    fixed = dict(
+        trajectory_length=2.0, adapt_trajectory_length=False, step_size=0.1, adapt_step_size=False
+    )
+    jittered = _run(_standard_normal, 3, warmup=10, **fixed)
+    plain = _run(_standard_normal, 3, warmup=10, jitter=False, **fixed)
+    assert len(np.unique(jittered.stats["n_steps"])) > 5
+    assert len(np.unique(plain.stats["n_steps"])) == 1
+    capped = _run(_standard_normal, 3, trajectory_length=50.0, max_leapfrog_steps=3)
+    assert capped.stats["n_steps"].max() <= 3
+
+
+def test_halton_and_dual_averaging():
+    assert [halton(i) for i in range(1, 8)] == [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875]
+    averaging = DualAveraging(1.0, target=0.65)
+    for _ in range(200):
+        averaging.update(0.9)  # always accepting too much: the step must grow
+    assert averaging.final_step_size > 1.0
+
+
+def test_leapfrog_conserves_energy_of_an_oscillator():
+    def gradient_fn(z):
+        return -0.5 * (z**2).sum(-1), -z
+
+    z0 = torch.randn(64, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    p0 = torch.randn(64, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lp, grad = gradient_fn(z0)
+    z, p, *_, error, diverged = leapfrog(gradient_fn, z0, p0, lp, grad, 0.01, 314, torch.ones(4))
+    # half a period of a unit oscillator (pi / 0.01 steps): (z, p) -> (-z, -p)
+    torch.testing.assert_close(z, -z0, atol=2e-2, rtol=0)
+    torch.testing.assert_close(p, -p0, atol=2e-2, rtol=0)
+    assert error.abs().max() < 1e-3 and not diverged.any()
+
+
+# ---- divergences ----------------------------------------------------------------------------
+def _narrow(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((x / 0.01) ** 2).sum(-1)
+
+
+def test_divergences_are_detected_and_reported():
+    samples = _run(
+        _narrow, 2, step_size=1.0, adapt_step_size=False, adapt_mass_matrix=False, warmup=10
+    )
+    assert samples.stats["diverging"].dtype == bool
+    assert samples.num_divergences == samples.stats["diverging"].sum() > 0.9 * 16 * 100
+    # a divergent trajectory is rejected: the chains stay at the start
+    assert np.all(samples["x"] == 0.0)
+    assert samples.attrs["chees"]["warmup_divergences"] > 0
+    assert _run(_standard_normal, 2).num_divergences == 0
+
+
+def test_divergence_threshold_option():
+    samples = _run(
+        _narrow,
+        2,
+        step_size=1.0,
+        adapt_step_size=False,
+        adapt_mass_matrix=False,
+        warmup=10,
+        divergence_threshold=1e300,
+    )
+    assert samples.num_divergences == 0
+
+
+def test_non_finite_density_is_a_divergence_not_an_error():
+    def walled(x):  # -inf outside the unit box
+        inside = (x.abs() < 1).all(-1)
+        return torch.where(inside, -0.5 * (x**2).sum(-1), torch.full_like(x[:, 0], -math.inf))
+
+    samples = _run(walled, 2, step_size=3.0, adapt_step_size=False)
+    assert samples.num_divergences > 0
+    assert np.all(np.abs(samples["x"]) < 1)
+
+
+# ---- reproducibility and errors -------------------------------------------------------------
+def test_seeds_reproduce():
+    first = _run(_standard_normal, 3, seed=5)
+    again = _run(_standard_normal, 3, seed=5)
+    other = _run(_standard_normal, 3, seed=6)
+    np.testing.assert_array_equal(first["x"], again["x"])
+    np.testing.assert_array_equal(first.stats["step_size"], again.stats["step_size"])
+    assert not np.array_equal(first["x"], other["x"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("step_size", -1.0),
+        ("step_size", "big"),
+        ("target_accept", 1.5),
+        ("trajectory_length", 0.0),
+        ("learning_rate", math.nan),
+        ("max_leapfrog_steps", 0),
+        ("divergence_threshold", -5),
+        ("jitter", "yes"),
+        ("adapt_mass_matrix", 1),
+    ],
+)
+def test_bad_options_name_the_option(option, value):
+    with pytest.raises(DataError, match=option):
+        _run(_standard_normal, 2, **{option: value})
+
+
+def test_unknown_option_and_discrete_target_raise():
+    with pytest.raises(DataError, match="tree_depth"):
+        _run(_standard_normal, 2, tree_depth=3)
+    with pytest.raises(DataError, match="chees"):
+        sample_chains(
+            lambda x: -(x.double() ** 2).sum(-1), "chees", cardinalities=[2, 2], progress=False
+        )
