@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import torch
 
 import probgen.hmm.inference as hmm_inference
+import probgen.hmm.sharded as hmm_sharded
 from probgen.core.data import Sequences
 from probgen.core.errors import DataError, FitError
 from probgen.fitting.em import (
@@ -30,7 +31,6 @@ from probgen.fitting.em import (
     run_em,
     snapshot,
 )
-from probgen.hmm import sharded as hmm_sharded
 from probgen.hmm.emissions import (
     Emission,
     TorchDistributionEmission,
