@@ -58,10 +58,12 @@ _EXPORTS: dict[str, str] = {
     "PixelCNN": "probgen.deep.autoregressive",
     "PixelRNN": "probgen.deep.pixelrnn",
     "SequenceModel": "probgen.deep.autoregressive",
+    "WaveNet": "probgen.deep.wavenet",
     "CycleGAN": "probgen.gan.cyclegan",
     "GAN": "probgen.gan.model",
     "StyleGAN": "probgen.gan.stylegan",
     "VAEGAN": "probgen.gan.vaegan",
+    "WaveGAN": "probgen.gan.wavegan",
     # anomaly detection
     "DensityDetector": "probgen.anomaly",
     "VAEDetector": "probgen.anomaly",
