@@ -57,10 +57,11 @@ def settings(dataset: str, with_pack: bool) -> dict[str, dict[str, Any]]:
     return chosen
 
 
-def run_one(recipe: Any, overrides: dict[str, Any], seed: int, quick: bool) -> dict[str, Any]:
+def run_one(recipe: Any, overrides: dict[str, Any], seed: int, quick: bool,
+            train_size: int | None = None, epochs: int | None = None) -> dict[str, Any]:
     """Fit one GAN and judge 2,500 of its samples."""
-    n = 4_000 if quick else 100_000
-    extra = {"n_epochs": 2} if quick else {}
+    n = 4_000 if quick else (train_size or 100_000)
+    extra = {"n_epochs": 2} if quick else ({"n_epochs": epochs} if epochs else {})
     model = recipe.build(seed=seed, **overrides, **extra)
     data = recipe.data("train", seed=seed, n=n)
     started = time.perf_counter()
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--with-pack", action="store_true", help="add PacGAN2 on the grid")
     parser.add_argument("--only", choices=("grid", "ring"), default=None)
+    parser.add_argument("--settings", nargs="+", default=None, help="subset of plain best pack2")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="training draws (default: the recipe's 100,000)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs (default: the recipe's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
@@ -111,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     for dataset, recipe in recipes.items():
         results[dataset] = {}
         for name, overrides in settings(dataset, args.with_pack).items():
+            if args.settings and name not in args.settings:
+                continue
             runs = []
             for seed in range(seeds):
-                run = run_one(recipe, overrides, seed, args.quick)
+                run = run_one(recipe, overrides, seed, args.quick, args.train_size, args.epochs)
                 runs.append(run)
                 print(dataset, name, json.dumps(run), flush=True)
             mean = summarise(runs)
@@ -137,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         "reference": gan_grid.REFERENCE,
         "targets": TARGETS,
         "seeds": seeds,
+        "train_size": args.train_size or 100_000,
+        "epochs": args.epochs or gan_grid.SETTINGS["n_epochs"],
         "quick": args.quick,
         "results": results,
     }
