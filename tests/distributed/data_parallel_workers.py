@@ -52,3 +52,11 @@ def fit_stochastic(shards: list[torch.Tensor]) -> dict[str, Any]:
         "gan": gan.state_dict(),
         "gan_losses": [h["losses"] for h in gan.history_],
     }
+
+
+def cli_fit(folder: str) -> int:
+    """`probgen fit gmm_blobs` on this rank, writing to a file named after the rank."""
+    from probgen import cli
+
+    out = f"{folder}/rank{distributed.rank()}.probgen"
+    return cli.main(["fit", "gmm_blobs", "--smoke", "--out", out])

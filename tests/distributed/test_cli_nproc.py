@@ -5,14 +5,33 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import data_parallel_workers as workers
 import pytest
 import torch
 
 import probgen
-from probgen import cli
+from probgen import cli, distributed
 from probgen.errors import DataError
 
 
+def test_fit_on_two_ranks_writes_the_single_process_model_once(tmp_path):
+    # The `probgen fit` body as torchrun runs it on each rank (spawn_local sets the same
+    # environment and retries a failed rendezvous).
+    codes = distributed.spawn_local(workers.cli_fit, 2, args=(str(tmp_path),), deadline=180)
+    assert codes == [0, 0]
+    assert not (tmp_path / "rank1.probgen").exists()  # only rank 0 writes
+    assert cli.main(["fit", "gmm_blobs", "--smoke", "--out", str(tmp_path / "one.probgen")]) == 0
+    sharded, single = (
+        probgen.load(tmp_path / "rank0.probgen"),
+        probgen.load(tmp_path / "one.probgen"),
+    )
+    for name, value in single.state_dict().items():
+        torch.testing.assert_close(sharded.state_dict()[name], value, rtol=0, atol=1e-10)
+
+
+# torchrun's fresh processes lost gloo's full-mesh connect twice in a row on a loaded CI run
+# (rank 1 aborted); the launcher itself is covered by the monkeypatched test below.
+@pytest.mark.slow
 def test_two_processes_write_the_single_process_model(tmp_path):
     two, one = tmp_path / "two.probgen", tmp_path / "one.probgen"
     done = subprocess.run(
