@@ -35,8 +35,6 @@ from torch import Tensor, nn
 from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError, NoDensityError
-from probgen.fitting.loop import fit_model
-from probgen.fitting.optimizers import Step
 from probgen.gan.losses import (
     LOSSES,
     discriminator_loss,
@@ -50,7 +48,7 @@ from probgen.gan.networks import (
     MLPDiscriminator,
     MLPGenerator,
 )
-from probgen.gan.stability import Diagnostics, check_scores, ema_decay, update_ema
+from probgen.gan.stability import Diagnostics, check_scores, fit_adversarial
 
 __all__ = ["GAN"]
 
@@ -332,30 +330,11 @@ class GAN(Model):
         if x.shape[0] < self.pack:
             raise DataError(f"pack={self.pack} is larger than the {x.shape[0]} examples of data")
         codes = self._check_labels(labels, x.shape[0], "labels")
-        steps = [
-            Step(
-                "discriminator",
-                _discriminator_step,
-                parameters="discriminator",
-                learning_rate=self.discriminator_learning_rate,
-                betas=self.betas,
-                repeats=self.n_critic,
-            ),
-            Step(
-                "generator",
-                _generator_step,
-                parameters="generator",
-                learning_rate=self.generator_learning_rate,
-                betas=self.betas,
-                after_step=_ema_step if self.ema is not None else None,
-            ),
-        ]
-        self._diagnostics = Diagnostics()
-        history = fit_model(
+        history = fit_adversarial(
             self,
             (x,) if codes is None else (x, codes),
-            steps=steps,
-            epoch_end=_record_diagnostics,
+            _discriminator_step,
+            _generator_step,
             **settings,
         )
         self.history_ = history
@@ -443,15 +422,6 @@ def _generator_step(gan: GAN, batch: Any) -> Tensor:
     if n == 0:
         return fake.sum()
     return generator_loss(scores, gan.loss)
-
-
-def _ema_step(gan: GAN) -> None:
-    gan.ema_updates += 1
-    update_ema(gan.generator_ema, gan.generator, ema_decay(gan.ema, int(gan.ema_updates)))
-
-
-def _record_diagnostics(gan: GAN, record: dict) -> None:
-    record.update(gan._diagnostics.flush())
 
 
 def _check_pack(batch_size: int, pack: int) -> int:

@@ -34,13 +34,17 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from probgen.core.errors import FitError
+from probgen.fitting.loop import fit_model
+from probgen.fitting.optimizers import Step
 
-__all__ = ["Diagnostics", "check_scores", "update_ema", "ema_decay"]
+__all__ = ["Diagnostics", "check_scores", "update_ema", "ema_decay", "fit_adversarial"]
 
 
 class Diagnostics:
@@ -108,3 +112,49 @@ def update_ema(average: nn.Module, current: nn.Module, decay: float) -> None:
         torch._foreach_lerp_(targets, sources, 1.0 - float(decay))
     for target, source in zip(average.buffers(), current.buffers()):
         target.copy_(source)
+
+
+def fit_adversarial(
+    gan: Any,
+    data: Any,
+    discriminator_step: Callable[[Any, Any], Tensor],
+    generator_step: Callable[[Any, Any], Tensor],
+    **settings: Any,
+) -> list[dict]:
+    """The two-player fit the GAN family shares, through the shared loop; returns the history.
+
+    The discriminator (critic) step runs `gan.n_critic` times per minibatch, then the generator
+    step, each with its own learning rate (`gan.discriminator_learning_rate`,
+    `gan.generator_learning_rate`) and `gan.betas`; with `gan.ema` set, each generator update
+    also updates `gan.generator_ema`. `gan._diagnostics` (a fresh `Diagnostics`) collects the
+    steps' figures, added to each epoch's record. `settings` go to `fit_model`.
+    """
+    steps = [
+        Step(
+            "discriminator",
+            discriminator_step,
+            parameters="discriminator",
+            learning_rate=gan.discriminator_learning_rate,
+            betas=gan.betas,
+            repeats=gan.n_critic,
+        ),
+        Step(
+            "generator",
+            generator_step,
+            parameters="generator",
+            learning_rate=gan.generator_learning_rate,
+            betas=gan.betas,
+            after_step=_ema_step if gan.ema is not None else None,
+        ),
+    ]
+    gan._diagnostics = Diagnostics()
+    return fit_model(gan, data, steps=steps, epoch_end=_record_diagnostics, **settings)
+
+
+def _ema_step(gan: Any) -> None:
+    gan.ema_updates += 1
+    update_ema(gan.generator_ema, gan.generator, ema_decay(gan.ema, int(gan.ema_updates)))
+
+
+def _record_diagnostics(gan: Any, record: dict) -> None:
+    record.update(gan._diagnostics.flush())

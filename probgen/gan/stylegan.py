@@ -41,12 +41,10 @@ from torch import Tensor, nn
 from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError, NoDensityError
-from probgen.fitting.loop import fit_model
-from probgen.fitting.optimizers import Step
 from probgen.gan._images import check_image_shape, check_images, to_signed, to_unit
 from probgen.gan.losses import LOSSES, discriminator_loss, generator_loss, gradient_penalty
 from probgen.gan.model import _FIT_OPTIONS, _non_negative, _positive
-from probgen.gan.stability import Diagnostics, check_scores, ema_decay, update_ema
+from probgen.gan.stability import Diagnostics, check_scores, fit_adversarial
 from probgen.gan.style_networks import MappingNetwork, StyleDiscriminator, SynthesisNetwork
 
 __all__ = ["StyleGAN"]
@@ -327,27 +325,8 @@ class StyleGAN(Model):
         settings = {"n_epochs": self.n_epochs, "batch_size": self.batch_size, "seed": self.seed}
         settings.update(options)
         x, _ = check_images(data, self.image_shape, "data", device=self.device, dtype=self.dtype)
-        steps = [
-            Step(
-                "discriminator",
-                _discriminator_step,
-                parameters="discriminator",
-                learning_rate=self.discriminator_learning_rate,
-                betas=self.betas,
-                repeats=self.n_critic,
-            ),
-            Step(
-                "generator",
-                _generator_step,
-                parameters="generator",
-                learning_rate=self.generator_learning_rate,
-                betas=self.betas,
-                after_step=_ema_step if self.ema is not None else None,
-            ),
-        ]
-        self._diagnostics = Diagnostics()
-        history = fit_model(
-            self, (to_signed(x),), steps=steps, epoch_end=_record_diagnostics, **settings
+        history = fit_adversarial(
+            self, (to_signed(x),), _discriminator_step, _generator_step, **settings
         )
         self.history_ = history
         self.n_iter_ = len(history)
@@ -415,15 +394,6 @@ def _generator_step(gan: StyleGAN, batch: Any) -> Tensor:
         for p, flag in zip(discriminator.parameters(), flags):
             p.requires_grad_(flag)
     return generator_loss(scores, gan.loss)
-
-
-def _ema_step(gan: StyleGAN) -> None:
-    gan.ema_updates += 1
-    update_ema(gan.generator_ema, gan.generator, ema_decay(gan.ema, int(gan.ema_updates)))
-
-
-def _record_diagnostics(gan: StyleGAN, record: dict) -> None:
-    record.update(gan._diagnostics.flush())
 
 
 def _in_eval(net: nn.Module, compute: Any) -> Tensor:

@@ -34,8 +34,6 @@ from torch import Tensor, nn
 from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.errors import DataError, NoDensityError
-from probgen.fitting.loop import fit_model
-from probgen.fitting.optimizers import Step
 from probgen.gan.losses import (
     LOSSES,
     discriminator_loss,
@@ -43,7 +41,7 @@ from probgen.gan.losses import (
     gradient_penalty,
     pack_samples,
 )
-from probgen.gan.stability import Diagnostics, check_scores, ema_decay, update_ema
+from probgen.gan.stability import Diagnostics, check_scores, fit_adversarial
 
 __all__ = ["WaveGAN", "phase_shuffle"]
 
@@ -276,26 +274,7 @@ class WaveGAN(Model):
         if check_positive_int(settings["batch_size"], "batch_size") % self.pack:
             raise DataError(f"pack={self.pack} does not divide batch_size={settings['batch_size']}")
         x = self._check_data(data, "data")
-        steps = [
-            Step(
-                "discriminator",
-                _discriminator_step,
-                parameters="discriminator",
-                learning_rate=self.discriminator_learning_rate,
-                betas=self.betas,
-                repeats=self.n_critic,
-            ),
-            Step(
-                "generator",
-                _generator_step,
-                parameters="generator",
-                learning_rate=self.generator_learning_rate,
-                betas=self.betas,
-                after_step=_ema_step if self.ema is not None else None,
-            ),
-        ]
-        self._diagnostics = Diagnostics()
-        self.history_ = fit_model(self, x, steps=steps, epoch_end=_record_diagnostics, **settings)
+        self.history_ = fit_adversarial(self, x, _discriminator_step, _generator_step, **settings)
         self.n_iter_ = len(self.history_)
         self._mark_fitted()
         return self
@@ -365,15 +344,6 @@ def _generator_step(gan: WaveGAN, batch: Any) -> Tensor:
     if n == 0:
         return fake.sum()
     return generator_loss(scores, gan.loss)
-
-
-def _ema_step(gan: WaveGAN) -> None:
-    gan.ema_updates += 1
-    update_ema(gan.generator_ema, gan.generator, ema_decay(gan.ema, int(gan.ema_updates)))
-
-
-def _record_diagnostics(gan: WaveGAN, record: dict) -> None:
-    record.update(gan._diagnostics.flush())
 
 
 def _number(value: Any, name: str, minimum: float | None = None) -> float:
