@@ -320,29 +320,35 @@ class PixelCNN(RenamedSettings, Model):
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.fitting.batching import first_tensor
-        from probgen.fitting.loop import fit_with_model_settings
-
-        train = self._to_images(self._check_input(data, "data"))
-        validation = (
-            None
-            if validation_data is None
-            else self._to_images(self._check_input(validation_data, "validation_data"))
-        )
-        n_values = math.prod(self.image_shape)
-
-        def loss(model: PixelCNN, batch: Any) -> torch.Tensor:
-            return -model._log_prob_images(first_tensor(batch)).mean() / n_values
-
-        def validation_log_prob(model: PixelCNN, batch: Any) -> torch.Tensor:
-            return model._log_prob_images(first_tensor(batch))
-
-        fit_with_model_settings(
-            self,
-            train,
-            loss=loss,
-            validation_data=validation,
-            validation_log_prob=validation_log_prob,
-            options=options,
-        )
+        fit_pixel_model(self, data, validation_data, options)
         return self
+
+
+def fit_pixel_model(model: Any, data: Any, validation_data: Any, options: dict) -> None:
+    """The fit of the pixel-by-pixel image models (PixelCNN, PixelRNN): mean negative
+    log-likelihood per pixel through the shared loop, held-out log-likelihood per image."""
+    from probgen.fitting.batching import first_tensor
+    from probgen.fitting.loop import fit_with_model_settings
+
+    train = model._to_images(model._check_input(data, "data"))
+    validation = (
+        None
+        if validation_data is None
+        else model._to_images(model._check_input(validation_data, "validation_data"))
+    )
+    n_values = math.prod(model.image_shape)
+
+    def loss(fitted: Any, batch: Any) -> torch.Tensor:
+        return -fitted._log_prob_images(first_tensor(batch)).mean() / n_values
+
+    def validation_log_prob(fitted: Any, batch: Any) -> torch.Tensor:
+        return fitted._log_prob_images(first_tensor(batch))
+
+    fit_with_model_settings(
+        model,
+        train,
+        loss=loss,
+        validation_data=validation,
+        validation_log_prob=validation_log_prob,
+        options=options,
+    )

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +29,7 @@ from probgen.core.contract import LogProbKind, Model, seeded_initialisation
 from probgen.core.data import check_choice, check_positive_int
 from probgen.core.errors import DataError
 from probgen.core.threads import small_op_threads
-from probgen.deep.pixelcnn import PixelCNN, channel_mask, hidden_groups
+from probgen.deep.pixelcnn import PixelCNN, channel_mask, fit_pixel_model, hidden_groups
 from probgen.deep.pixelrnn_layers import (
     DiagonalBiLSTMLayer,
     MaskedConv2d,
@@ -336,29 +335,5 @@ class PixelRNN(Model):
         Returns:
             self, with `history_` and `n_iter_`.
         """
-        from probgen.fitting.batching import first_tensor
-        from probgen.fitting.loop import fit_with_model_settings
-
-        train = self._to_images(self._check_input(data, "data"))
-        validation = (
-            None
-            if validation_data is None
-            else self._to_images(self._check_input(validation_data, "validation_data"))
-        )
-        n_values = math.prod(self.image_shape)
-
-        def loss(model: PixelRNN, batch: Any) -> torch.Tensor:
-            return -model._log_prob_images(first_tensor(batch)).mean() / n_values
-
-        def validation_log_prob(model: PixelRNN, batch: Any) -> torch.Tensor:
-            return model._log_prob_images(first_tensor(batch))
-
-        fit_with_model_settings(
-            self,
-            train,
-            loss=loss,
-            validation_data=validation,
-            validation_log_prob=validation_log_prob,
-            options=options,
-        )
+        fit_pixel_model(self, data, validation_data, options)
         return self
