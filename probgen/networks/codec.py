@@ -287,13 +287,21 @@ class StateCodec:
         columns = list(frame.columns)
         if len(set(columns)) != len(columns):
             return None
-        values = frame.to_numpy(dtype=object).T  # (columns, rows): one column's cells together
-        present = ~pd.isna(values)
-        column_index, row_index = np.nonzero(present)
+        factorized = _factorize_arrow_strings(frame)
+        if factorized is None:
+            values = frame.to_numpy(dtype=object).T  # (columns, rows): one column together
+            present = ~pd.isna(values)
+            column_index, row_index = np.nonzero(present)
+            positions, uniques = pd.factorize(values[present])
+            uniques = list(uniques)
+        else:
+            flat_codes, uniques = factorized
+            flat_index = np.flatnonzero(flat_codes >= 0)
+            column_index, row_index = np.divmod(flat_index, len(frame))
+            positions = flat_codes[flat_index]
         codes = np.full((len(frame), len(self.variables)), -1, dtype=np.int64)
         if len(column_index) == 0:
             return codes
-        positions, uniques = pd.factorize(values[present])
         # only strings: a number or bool could equal a value of another type in another
         # column (1 == 1.0 == True) and share its factorised code; those take the slow path
         if not all(isinstance(unique, str) for unique in uniques):
@@ -401,3 +409,37 @@ def fit_settings(model: Any, **given: Any) -> dict[str, Any]:
         )
         settings[name] = value
     return settings
+
+
+def _factorize_arrow_strings(frame: Any) -> tuple[np.ndarray, list[Any]] | None:
+    """Codes of every cell of a frame whose columns are all pyarrow-backed strings (pandas'
+    default string dtype since 3.0), column after column, with -1 for a missing cell, and the
+    distinct strings; None for any other frame.
+
+    One dictionary encoding of all columns joined costs ~0.3 ms for 75 x 300 cells, where
+    converting the frame to an object array costs ~3.5 ms, a quarter of a batched query."""
+    import pandas as pd
+
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+    except ImportError:  # pragma: no cover - pandas' string dtype needs pyarrow
+        return None
+    columns = getattr(frame, "_iter_column_arrays", None)
+    arrays = list(columns()) if columns is not None else [c.array for _, c in frame.items()]
+    chunks = []
+    for array in arrays:
+        dtype = array.dtype
+        if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
+            # a column with no evidence at all is float NaN, not a string column
+            if dtype.kind != "f" or not bool(pd.isna(array).all()):
+                return None
+            chunks.append(pa.nulls(len(array), pa.large_string()))
+            continue
+        data = array.__arrow_array__()
+        chunks.extend(data.chunks if isinstance(data, pa.ChunkedArray) else [data])
+    if not chunks:
+        return None
+    encoded = pc.dictionary_encode(pa.concat_arrays([c.cast(pa.large_string()) for c in chunks]))
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()

@@ -70,3 +70,21 @@ def test_fused_chain_survives_tiny_probabilities(entry):
     expected = torch.tensor(math.log(1e-200) + (n - 1) * math.log(2 * entry), dtype=torch.float64)
     torch.testing.assert_close(table.values, torch.ones(2, 2, dtype=torch.float64))
     torch.testing.assert_close(log_scale, expected.expand(2), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("entry", [1e-3, 1e40, 1e200])
+def test_fused_chain_log_scale_is_exact_for_small_and_huge_potentials(entry):
+    """Markov-network potentials are not bounded by 1: a fused replay that does not rescale
+    between steps must fall back when a product overflows (1e200 entries reach inf in two
+    steps) and give the exact log scale either way (1e-3: the fast path's result)."""
+    n = 12
+    factors = [Factor((0,), torch.tensor([0.5, 0.5], dtype=torch.float64))]
+    for i in range(1, n):
+        factors.append(Factor((i - 1, i), torch.full((2, 2), entry, dtype=torch.float64)))
+    evidence = Factor((n - 1,), torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.float64), True)
+    table, log_scale = eliminate(factors + [evidence], (0,))
+    steps = (n - 1) * math.log(entry) + (n - 2) * math.log(2)
+    expected = torch.tensor([steps + math.log(0.5), steps + math.log(1.0)], dtype=torch.float64)
+    assert torch.isfinite(table.values).all()
+    torch.testing.assert_close(table.values, torch.ones(2, 2, dtype=torch.float64))
+    torch.testing.assert_close(log_scale, expected, rtol=1e-12, atol=0)

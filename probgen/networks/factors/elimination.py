@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -211,21 +210,36 @@ def _replay(
     batch: int,
     floor: float | None,
 ) -> tuple[Tensor, Tensor] | None:
-    """Run recorded steps on the factors' values; None when a product falls below `floor`."""
+    """Run recorded steps on the factors' values; None when a product falls below `floor`.
+
+    With a `floor` the products are not rescaled step by step: one check that every row of
+    every product keeps its largest entry above the floor replaces a division and a log per
+    step (a third of a batched query's contraction time). Every factor entry is at most 1
+    for a Bayesian network but not for a Markov network, so a product may also overflow:
+    a non-finite product fails the check too, and the caller replays step by step."""
     slots = list(values)
     log_scale = torch.zeros(batch, dtype=torch.float64, device=slots[0].device)
-    scales = []
-    for inputs, equation, batched in steps:
-        product, scale = _rescale_values(
-            einsum_equation(equation, [slots[i] for i in inputs]), batched
-        )
-        scales.append(scale)
-        log_scale = log_scale + scale.to(log_scale.dtype)
-        slots.append(product)
-    if floor is not None and scales and bool(
-        (torch.cat([s.reshape(-1) for s in scales]) < math.log(floor)).any()
-    ):
-        return None
+    if floor is not None:
+        lowest, highest = [], []
+        for inputs, equation, batched in steps:
+            product = einsum_equation(equation, [slots[i] for i in inputs])
+            rows = product.reshape(product.shape[0], -1) if batched else product.reshape(1, -1)
+            largest = rows.amax(dim=1) if rows.shape[1] else rows.new_ones(1)
+            lowest.append(largest.min())
+            highest.append(largest.max())
+            slots.append(product)
+        if lowest and not (
+            bool((torch.stack(lowest) >= floor).all())
+            and bool(torch.isfinite(torch.stack(highest)).all())
+        ):
+            return None
+    else:
+        for inputs, equation, batched in steps:
+            product, scale = _rescale_values(
+                einsum_equation(equation, [slots[i] for i in inputs]), batched
+            )
+            log_scale = log_scale + scale.to(log_scale.dtype)
+            slots.append(product)
     inputs, equation, batched = final
     if inputs:
         result = einsum_equation(equation, [slots[i] for i in inputs])
