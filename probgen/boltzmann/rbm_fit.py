@@ -44,6 +44,15 @@ def _epoch_work(model: Any, x: torch.Tensor, **_: Any) -> int:
     """Per-step work of an epoch (`probgen.core.threads`): one mini-batch through the weights."""
     return min(model.batch_size, x.shape[0]) * int(model.weights.numel())
 
+
+def _fit_work(model: Any, data: Any, *_: Any, **__: Any) -> int | None:
+    """`_epoch_work` of `fit`'s raw data (None when its row count is unknown)."""
+    try:
+        rows = len(data)
+    except TypeError:
+        return None
+    return min(model.batch_size, max(rows, 1)) * int(model.weights.numel())
+
 MONITORED_FIGURES = ("reconstruction_error", "pseudo_log_likelihood", "log_likelihood")
 # monitor="auto" records only the reconstruction error, of one row in AUTO_MONITOR_EVERY_ROWS
 # (at most monitor_size rows): one reconstruction costs about a quarter of a training row, so
@@ -56,6 +65,9 @@ AUTO_MONITOR_EVERY_ROWS = 10
 class RBMFitting:
     """`fit` and its helpers for an RBM (a mixin: it uses the model's `params()`)."""
 
+    # the whole call, not only the epochs: checking and copying the data are small ops too,
+    # and at torch's 2 threads beside another busy process they stalled for tens of ms
+    @small_op_loop(_fit_work)
     def fit(
         self,
         data: Any,

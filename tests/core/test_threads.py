@@ -192,8 +192,18 @@ def test_bayesian_network_query_runs_under_the_policy(thread_calls):
 def test_rbm_epoch_runs_under_the_policy(thread_calls):
     x = (torch.rand(64, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     rbm = probgen.RBM(8, 4, n_epochs=1, batch_size=16, monitor=(), seed=0)
+    checked_at: list[int] = []
+    check = rbm._check_visible
+
+    def recording_check(*args, **kwargs):
+        checked_at.append(torch.get_num_threads())
+        return check(*args, **kwargs)
+
+    rbm._check_visible = recording_check
     rbm.fit(x)
     _assert_ran_pinned(thread_calls)
+    # the data check runs under the policy too (it stalled at 2 threads beside busy work)
+    assert checked_at == [1]
 
 
 def test_large_rbm_keeps_the_callers_threads(thread_calls):
