@@ -1,18 +1,18 @@
 """VAE-GAN vs VAE vs DCGAN on grey-level MNIST at one CPU budget, on in-repo classifier features.
 
-The VAE-GAN (`probgen.gan.vaegan.VAEGAN`, the `vaegan_mnist` recipe: DCGAN-style encoder,
-decoder and discriminator, reconstruction on the discriminator's last hidden layer), a
-convolutional Gaussian VAE (`probgen.VAE`, samples = decoder means, as in
-`benchmarks/gan_mnist.py`) and DCGAN (`probgen.gan.GAN`, the settings of
-`benchmarks/gan_mnist.py`) each train for the same wall-clock seconds (``--budget``) on the
-8,000 training images of `probgen.recipes._mnist`, then draw as many images as the held-out
-set has (2,000). Figures, as in `benchmarks/gan_mnist.py`: FID and KID on the penultimate
-features of the in-repo MNIST classifier (`probgen.metrics.load_feature_classifier("mnist")`;
-not comparable with Inception-based figures), precision/recall (Kynkäänniemi et al. 2019) and
-density/coverage (Naeem et al. 2020) with k=5 on the same features. For the two autoencoders
-also their reconstructions of the held-out images (decoded posterior means): pixel MSE, the
-classifier's accuracy on them (label kept) and their FID. The row "train images" scores 2,000
-real training images against the test images: the floor a perfect model would reach.
+The VAE-GAN (`probgen.gan.vaegan.VAEGAN`, the `vaegan_mnist` recipe: DCGAN-style encoder, decoder
+and discriminator, reconstruction on the discriminator's last hidden layer), a convolutional
+Gaussian VAE (`probgen.VAE`, samples = decoder means, as in `benchmarks/gan_mnist.py`) and DCGAN
+(`probgen.gan.GAN`, the settings of `benchmarks/gan_mnist.py`) each train for the same CPU seconds
+of this process (``--budget``; ``--clock wall``: wall-clock seconds) on the 8,000 training images
+of `probgen.recipes._mnist`, then draw as many images as the held-out set has (2,000). Figures, as
+in `benchmarks/gan_mnist.py`: FID and KID on the penultimate features of the in-repo MNIST
+classifier (`probgen.metrics.load_feature_classifier("mnist")`; not comparable with Inception-based
+figures), precision/recall (Kynkäänniemi et al. 2019) and density/coverage (Naeem et al. 2020) with
+k=5 on the same features. For the two autoencoders also their reconstructions of the held-out
+images (decoded posterior means): pixel MSE, the classifier's accuracy on them (label kept) and
+their FID. The row "train images" scores 2,000 real training images against the test images: the
+floor a perfect model would reach.
 
 Training runs in chunks of ``--chunk-steps`` optimiser steps (one step = one minibatch, all of a
 model's parameter groups) through `fit(..., checkpoint_dir=..., resume=True, max_steps=...)`,
@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 from _load import apply_threads
-from gan_mnist import _jsonable, sample_metrics, train_for
+from gan_mnist import CLOCKS, _jsonable, sample_metrics, train_for
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=None, choices=MODELS + ("train_images",))
     parser.add_argument("--gamma", type=float, default=None,
                         help="the VAE-GAN's gamma (default: the recipe's)")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="cpu",
+                        help="what the budget counts: this process's CPU seconds (default) "
+                             "or wall-clock seconds")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -142,6 +145,7 @@ def main() -> None:
         "n_train": int(train.shape[0]),
         "n_eval": int(n_eval),
         "budget_seconds_per_model": budget,
+        "budget_clock": args.clock,
         "features": f"load_feature_classifier({source!r}).features (penultimate layer)",
         "note": "machines shared with other jobs: see load averages; FID/KID on in-repo "
                 "classifier features, not comparable with Inception-based figures",
@@ -155,7 +159,7 @@ def main() -> None:
                 models[name] = {"metrics": sample_metrics(test, real, features)}
                 continue
             model = build(name, shape, quick, args.gamma)
-            training = train_for(model, train, budget, chunk)
+            training = train_for(model, train, budget, chunk, args.clock)
             row: dict[str, Any] = {
                 "class": type(model).__name__,
                 "settings": _jsonable(model.get_config()),
