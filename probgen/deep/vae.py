@@ -305,6 +305,8 @@ class VAE(RenamedSettings, Model):
             with pyro.validation_enabled(False):
                 return inner(model, batch)
 
+        by_row = getattr(inner, "draws_latents_by_row", False)
+        loss.draws_latents_by_row = by_row  # type: ignore[attr-defined]
         return loss
 
     # ---- fitting ---------------------------------------------------------------------------

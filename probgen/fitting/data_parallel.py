@@ -18,8 +18,13 @@ shuffling generator is cut into batches of `batch_size` rows, and each rank take
 each batch that lie in its shard. Each rank's mean loss is weighted by its share of the batch
 before the gradients are summed, so the summed gradient is the global batch's mean gradient
 even when shards are uneven. A model without randomness in its loss (a flow, MADE) therefore
-follows the single-process fit up to floating-point rounding; models whose loss draws noise (a
-VAE's reparameterised latents, a GAN's latents) draw it from a per-rank stream, so their runs
+follows the single-process fit up to floating-point rounding. A Pyro ELBO loss (a VAE) draws
+its normal latents by global row (`probgen.fitting.row_noise`): every rank keeps torch's stream
+in step with the others and with one process, draws the noise of the whole global batch and
+keeps its rows, so its training steps follow the single-process fit draw for draw (held-out
+ELBOs, drawn on each rank's validation rows, are the one exception: after them rank 0's stream
+is shared again, so a fit with `validation_data` agrees with one process in distribution).
+Other losses that draw noise (a GAN's latents) draw it from a per-rank stream, so their runs
 agree with a single process in distribution, not draw for draw.
 
 Floating-point buffers (batch-norm running statistics) are broadcast from rank 0 after each
@@ -72,6 +77,15 @@ class DataParallel:
         self.batches = batches
         self.n_local = batches.n
         self.offset, self.n_total = distributed.shard_layout(self.n_local)
+        # every rank's (first row, rows): who holds rows of each global batch
+        layouts = distributed.all_gather_object((self.offset, self.n_local))
+        self.layouts = [(int(first), int(n)) for first, n in layouts]
+        self.positions = torch.zeros(0, dtype=torch.long)
+        self.first_rank_with_rows = 0
+        self.every_rank_has_rows = True
+        self._noise_steps = 0
+        # set by the loop when every step's loss draws its latents by global row
+        self.by_row = False
         state = [t for t in model.state_dict().values() if isinstance(t, torch.Tensor)]
         distributed.broadcast([t for t in state if t.is_floating_point() or t.is_complex()])
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
@@ -97,6 +111,36 @@ class DataParallel:
             base = int(torch.randint(2**62, (), dtype=torch.int64))
             torch.manual_seed((base + self.rank * _RANK_SEED_STRIDE) % 2**63)
 
+    @staticmethod
+    def draws_by_row(steps: Sequence[Any]) -> bool:
+        """Whether every step's loss draws its latents by global row (a Pyro ELBO loss)."""
+        return all(getattr(step.loss, "draws_latents_by_row", False) for step in steps)
+
+    def share_stream(self) -> None:
+        """Rank 0's state of torch's generator on every rank (they draw global noise alike)."""
+        self._share_stream_from(0)
+
+    def _share_stream_from(self, source: int) -> None:
+        state = torch.get_rng_state()
+        distributed.broadcast([state], src=source)
+        torch.set_rng_state(state)
+        if self.device.type == "cuda":  # latents of a model on the GPU come from its generator
+            cuda_state = torch.cuda.get_rng_state(self.device)
+            torch.cuda.set_rng_state(distributed.broadcast_object(cuda_state, source), self.device)
+
+    def row_noise(self, n_global: int) -> Any:
+        """The Pyro handler that draws this step's latents by global row on this rank."""
+        from probgen.fitting.row_noise import GlobalRowNoise
+
+        self._noise_steps += 1
+        rank_seed = (self._noise_steps * self.world_size + self.rank) * _RANK_SEED_STRIDE
+        return GlobalRowNoise(self.positions, n_global, rank_seed)
+
+    def after_row_noise_step(self) -> None:
+        """Ranks without rows in the step drew nothing: give them the stream of one that did."""
+        if not self.every_rank_has_rows:
+            self._share_stream_from(self.first_rank_with_rows)
+
     def __len__(self) -> int:
         return -(-self.n_total // self.batches.batch_size)
 
@@ -107,7 +151,14 @@ class DataParallel:
         low, high = self.offset, self.offset + self.n_local
         for start in range(0, self.n_total, size):
             rows = order[start : start + size]
-            mine = rows[(rows >= low) & (rows < high)] - low
+            held = (rows >= low) & (rows < high)
+            mine = rows[held] - low
+            self.positions = held.nonzero().reshape(-1)
+            counts = [
+                int(((rows >= first) & (rows < first + n)).sum()) for first, n in self.layouts
+            ]
+            self.every_rank_has_rows = min(counts) > 0
+            self.first_rank_with_rows = next(r for r, count in enumerate(counts) if count)
             local = self.batches.take(mine) if len(mine) else None
             yield local, len(mine), len(rows)
 

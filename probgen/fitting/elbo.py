@@ -68,6 +68,7 @@ def pyro_elbo_loss(elbo: Any) -> LossFn:
         args = batch if isinstance(batch, tuple) else (batch,)
         return elbo.differentiable_loss(model.model, model.guide, *args) / _batch_size_of(batch)
 
+    loss.draws_latents_by_row = True  # type: ignore[attr-defined]
     return loss
 
 
@@ -91,6 +92,9 @@ class _TraceElboLoss:
     score-function term on (a site without a reparameterised sampler: that step's draws are
     discarded and redone by Pyro).
     """
+
+    # data-parallel fits draw its Pyro latents by global row (probgen.fitting.row_noise)
+    draws_latents_by_row = True
 
     def __init__(self, elbo: Any) -> None:
         self.elbo = elbo
@@ -232,6 +236,8 @@ def _site_recorder() -> type:
 
 class _RenyiLoss:
     """Negative Rényi bound per example with reparameterised gradients (IWAE at alpha=0)."""
+
+    draws_latents_by_row = True  # see _TraceElboLoss
 
     def __init__(self, elbo: Any) -> None:
         self.elbo = elbo

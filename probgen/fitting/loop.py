@@ -86,6 +86,8 @@ def _mean_log_prob(
     finally:
         model.train(was_training)
     if parallel is not None:
+        if parallel.by_row:
+            parallel.share_stream()  # each rank drew noise for its own validation rows
         return parallel.reduce_mean(float(total), count)
     return float(total) / max(count, 1)
 
@@ -274,7 +276,11 @@ def fit_model(
         if resume and checkpoint_path is not None and checkpoint_path.is_file():
             state = _restore(checkpoint_path, model, optimised, shuffle, device)
         if parallel is not None:
-            parallel.seed_rank_stream()
+            if DataParallel.draws_by_row([item.step for item in optimised]):
+                parallel.by_row = True
+                parallel.share_stream()
+            else:
+                parallel.seed_rank_stream()
         return _run(
             model,
             train_batches,
@@ -534,10 +540,18 @@ def _backward(
             loss.backward()
         return value
     weighted = torch.zeros(())
+    if not parallel.by_row:
+        if n_local:
+            weighted = item.step.loss(model, batch) * (n_local / n_global)
+            weighted.backward()
+        return parallel.reduce_gradients(item.parameters, weighted)
     if n_local:
-        weighted = item.step.loss(model, batch) * (n_local / n_global)
+        with parallel.row_noise(n_global):
+            weighted = item.step.loss(model, batch) * (n_local / n_global)
         weighted.backward()
-    return parallel.reduce_gradients(item.parameters, weighted)
+    value = parallel.reduce_gradients(item.parameters, weighted)
+    parallel.after_row_noise_step()
+    return value
 
 
 def _grad_norm(parameters: list[nn.Parameter]) -> torch.Tensor:

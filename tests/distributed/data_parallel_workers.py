@@ -60,3 +60,28 @@ def cli_fit(folder: str) -> int:
 
     out = f"{folder}/rank{distributed.rank()}.probgen"
     return cli.main(["fit", "gmm_blobs", "--smoke", "--out", out])
+
+
+def vae_settings(**overrides: Any) -> dict[str, Any]:
+    settings = {
+        "input_shape": 2,
+        "latent_dim": 2,
+        "hidden_dims": (8,),
+        "likelihood": "gaussian",
+        "seed": 3,
+    }
+    settings.update(overrides)
+    return settings
+
+
+def fit_vaes(
+    shards: list[torch.Tensor], jobs: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Float64 VAEs (constructor settings, fit options) on this rank's shard."""
+    me = distributed.rank()
+    results = []
+    for settings, options in jobs:
+        vae = VAE(**vae_settings(**settings)).double()
+        vae.fit(shards[me], **options)
+        results.append({"state": vae.state_dict(), "history": vae.history_})
+    return results
