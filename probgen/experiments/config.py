@@ -63,7 +63,7 @@ TOP_KEYS = {
 MODEL_KEYS = {"recipe", "file", "function", "options"}
 DATA_KEYS = {"file", "values"}
 RUN_KEYS = {"chains", "draws", "warmup", "thin", "method"}
-METHOD_NAMES = ("mh", "gibbs", "nuts", "hmc", "svi")
+METHOD_NAMES = ("mh", "gibbs", "nuts", "hmc", "chees", "svi")
 
 
 @dataclass

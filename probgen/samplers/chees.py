@@ -7,14 +7,18 @@ barely grows with the number of chains. Warm-up adapts, jointly over the chains:
 
 - the step size, by Nesterov dual averaging of the harmonic mean of the chains' acceptance
   probabilities toward ``target_accept`` (0.651, as in the paper);
-- the trajectory length T, by Adam on log T following the gradient of the ChEES *rate*
-  (ChEES / T, TFP's default criterion: the expected change in squared distance from the centre
-  of the chains, in the mass-preconditioned coordinates, per unit of trajectory), with the
-  analytic ChEES gradient of the paper (no differentiation through the trajectory); each
-  iteration runs a trajectory of length h T, h the next point of the base-2 Halton sequence
-  (deterministic jitter that breaks periodicities). T starts at ten steps, waits for the first
-  mass-matrix window, keeps its number of steps when the metric changes, and ends at its
-  averaged warm-up value;
+- the trajectory length T, by Adam on log T following the analytic gradient of the ChEES
+  *rate* (``criterion="chees_rate"``, TFP's default: the paper's ChEES, the expected change in
+  squared distance from the centre of the chains in the mass-preconditioned coordinates,
+  divided by T, so per gradient rather than per transition; ``criterion="chees"`` maximises
+  ChEES itself, which prefers longer trajectories), with no differentiation through the
+  trajectory; each iteration runs a trajectory of length h T, h the next point of the base-2
+  Halton sequence (deterministic jitter that breaks periodicities). The gradient is pooled
+  over at least 32 chain trajectories (consecutive iterations when there are fewer chains) so
+  that 4 chains adapt as stably as 64; each move of log T is clipped to +-0.35. T starts at
+  ten steps, waits for the first mass-matrix estimate, is rescaled by the ratio of the
+  heuristic step sizes when the metric changes, stays within [one step, max_leapfrog_steps]
+  of the averaged step size, and ends at its averaged warm-up value;
 - a diagonal inverse mass matrix, started from 1 / |gradient| (as nutpie does) and then the
   variances of the chains' pooled states over Stan's doubling windows
   (`probgen.samplers.mh.covariance_window_ends`), shrunk as Stan does.
@@ -46,7 +50,7 @@ import pyro
 import torch
 
 from probgen.core.errors import DataError
-from probgen.samplers.chees_adaptation import CheesAdaptation, DualAveraging
+from probgen.samplers.chees_adaptation import CheesAdaptation, DualAveraging, pooled_sum
 from probgen.samplers.targets import FlatTarget
 
 __all__ = [
@@ -71,7 +75,9 @@ CHEES_OPTIONS = {
     "jitter",
     "divergence_threshold",
     "restart_stragglers",
+    "criterion",
 }
+CRITERIA = ("chees", "chees_rate")
 
 
 def halton(index: int, base: int = 2) -> float:
@@ -193,6 +199,9 @@ def chees_settings(options: dict[str, Any]) -> dict[str, Any]:
     target_accept = _positive(options, "target_accept", 0.651)
     if not target_accept < 1:
         raise DataError(f"target_accept must lie in (0, 1), got {target_accept!r}")
+    criterion = options.get("criterion", "chees_rate")
+    if criterion not in CRITERIA:
+        raise DataError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     steps = options.get("max_leapfrog_steps", 1000)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise DataError(f"max_leapfrog_steps must be a positive integer, got {steps!r}")
@@ -208,6 +217,7 @@ def chees_settings(options: dict[str, Any]) -> dict[str, Any]:
         "adapt_trajectory_length": _flag(options, "adapt_trajectory_length", True),
         "adapt_mass_matrix": _flag(options, "adapt_mass_matrix", True),
         "restart_stragglers": _flag(options, "restart_stragglers", True),
+        "criterion": criterion,
     }
 
 
@@ -236,7 +246,9 @@ def initial_step_size(
         *_, error, _ = leapfrog(
             gradient_fn, z, momentum, lp, grad, step, 1, inverse_mass, threshold
         )
-        return float(torch.exp(torch.clamp(-error, max=0.0)).nan_to_num(0.0).mean())
+        accept = torch.exp(torch.clamp(-error, max=0.0)).nan_to_num(0.0)
+        total, count = pooled_sum(torch.stack([accept, torch.ones_like(accept)], 1)).tolist()
+        return total / count
 
     accept = mean_accept(step_size)
     direction = 1.0 if accept > 0.5 else -1.0
@@ -288,11 +300,13 @@ def _run(run: Any, settings: dict[str, Any], restart: Callable[..., Any] | None)
         adapt_trajectory_length=settings["adapt_trajectory_length"] and warmup > 0,
         adapt_mass_matrix=settings["adapt_mass_matrix"] and warmup > 0,
         like=z,
+        criterion=settings["criterion"],
     )
     if adaptation.adapt_mass_matrix:
         # nutpie's start: scales from the gradient (1 / |d log p / dz|, averaged over chains),
         # so that the first window already sees a roughly standardised target.
-        size = grad.abs().mean(0)
+        pooled = pooled_sum(torch.cat([grad.abs(), torch.ones_like(grad[:, :1])], 1))
+        size = pooled[:-1] / pooled[-1]
         usable = torch.isfinite(size) & (size > 0)
         start = torch.where(usable, 1.0 / size.clamp_min(1e-300), torch.ones_like(size))
         adaptation.inverse_mass = start.clamp(1e-8, 1e8)

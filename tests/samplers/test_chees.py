@@ -102,8 +102,7 @@ def _reference_check(name: str, **settings) -> None:
 
 
 def test_eight_schools_matches_reference():
-    # A correctness check, not an efficiency one: capping the trajectory keeps it fast (the
-    # ChEES-rate criterion can drive eight schools' T to tens of time units).
+    # A correctness check, not an efficiency one: capping the trajectory bounds its run time.
     _reference_check(
         "eight_schools", num_chains=64, num_samples=200, warmup=200, max_leapfrog_steps=32
     )
@@ -189,6 +188,78 @@ def test_trajectory_length_adaptation():
     slow = _run(_standard_normal, 5, learning_rate=0.002, **fixed_rest)
     assert slow.attrs["chees"]["trajectory_length"] < 0.1
     assert fast.attrs["chees"]["trajectory_length"] > 0.3
+
+
+def test_criterion_option_chees_rate_prefers_shorter_trajectories():
+    """On a standard Gaussian, ChEES(t) = 4d sin^4 t + d sin^2 2t peaks at t = pi/2, while
+    ChEES / t peaks well below (about 1.2): the option must change where T settles."""
+    fixed = dict(
+        step_size=0.1, adapt_step_size=False, adapt_mass_matrix=False, num_chains=32, warmup=300
+    )
+    chees = _run(_standard_normal, 5, criterion="chees", **fixed).attrs["chees"]
+    rate = _run(_standard_normal, 5, criterion="chees_rate", **fixed).attrs["chees"]
+    assert chees["trajectory_length"] > 1.2 * rate["trajectory_length"]
+    assert 0.8 < rate["trajectory_length"] < 2.0 < chees["trajectory_length"] < 4.0
+
+
+_SCHOOL_Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=torch.float64)
+_SCHOOL_SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=torch.float64)
+
+
+def _eight_schools(z: torch.Tensor) -> torch.Tensor:
+    """Non-centred eight schools over (mu, log tau, theta_trans): heavy-tailed in log tau."""
+    mu, log_tau, theta = z[:, 0], z[:, 1], z[:, 2:]
+    tau = log_tau.exp()
+    prior = -0.5 * (mu / 5) ** 2 - torch.log1p((tau / 5) ** 2) + log_tau
+    residual = (_SCHOOL_Y - mu[:, None] - tau[:, None] * theta) / _SCHOOL_SIGMA
+    return prior - 0.5 * (theta**2).sum(-1) - 0.5 * (residual**2).sum(-1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("criterion", ["chees", "chees_rate"])
+def test_few_chains_adapt_the_trajectory_like_many(criterion):
+    """The ChEES gradient is pooled over 32+ trajectories: 4 chains must settle T near where
+    64 chains do. Unpooled (one noisy 4-chain estimate per Adam step, gradients clipped), the
+    rate criterion drove eight schools' T to 6x the 64-chain value (7.7 vs 1.2, seed 0)."""
+    settings = dict(num_samples=10, warmup=1000, criterion=criterion)
+    many = _run(_eight_schools, 10, num_chains=64, **settings).attrs["chees"]
+    for seed in (0, 1, 2):
+        few = _run(_eight_schools, 10, num_chains=4, seed=seed, **settings).attrs["chees"]
+        ratio = few["trajectory_length"] / many["trajectory_length"]
+        assert 1 / 3 < ratio < 3, (seed, few["trajectory_length"], many["trajectory_length"])
+
+
+@pytest.mark.filterwarnings("ignore::probgen.core.errors.ConvergenceWarning")
+def test_infer_table_has_a_chees_row(tmp_path):
+    """`probgen infer` configs accept the chees method: its row is in the comparison table."""
+    import json
+
+    import pandas as pd
+
+    from probgen.experiments import run
+
+    (tmp_path / "model.py").write_text(
+        "import pyro, pyro.distributions as dist\n"
+        "def model(y):\n"
+        "    mu = pyro.sample('mu', dist.Normal(y.new_tensor(0.0), 5.0))\n"
+        "    with pyro.plate('data', y.shape[0]):\n"
+        "        pyro.sample('y', dist.Normal(mu, 1.0), obs=y)\n"
+    )
+    (tmp_path / "data.json").write_text(json.dumps({"y": [0.5, 1.5, 1.0, 2.0]}))
+    config = {
+        "model": {"file": "model.py"},
+        "data": {"file": "data.json"},
+        "chains": 16,
+        "draws": 60,
+        "warmup": 60,
+        "plots": False,
+        "methods": {"chees": {"max_leapfrog_steps": 8}},
+    }
+    folder = run(config, out_dir=tmp_path / "out", base_dir=tmp_path, progress=False)
+    table = pd.read_csv(folder / "comparison.csv", index_col=0)
+    assert list(table["method"]) == ["chees"]
+    assert table["divergences"].iloc[0] == 0
+    assert table["min_ess_bulk"].iloc[0] > 0
 
 
 def test_mass_matrix_adaptation_learns_the_variances():
@@ -302,6 +373,7 @@ def test_seeds_reproduce():
         ("divergence_threshold", -5),
         ("jitter", "yes"),
         ("adapt_mass_matrix", 1),
+        ("criterion", "chees_ratio"),
     ],
 )
 def test_bad_options_name_the_option(option, value):
