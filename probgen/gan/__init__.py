@@ -18,6 +18,7 @@ from probgen.gan.losses import (
     generator_loss,
     gradient_penalty,
     pack_samples,
+    r1_penalty,
 )
 from probgen.gan.model import GAN
 from probgen.gan.vaegan import VAEGAN
@@ -32,4 +33,5 @@ __all__ = [
     "generator_loss",
     "gradient_penalty",
     "pack_samples",
+    "r1_penalty",
 ]

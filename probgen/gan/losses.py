@@ -13,6 +13,11 @@ StyleGAN) share one definition.
   ``(||grad_x critic(x_hat)|| - 1)^2`` at random interpolates ``x_hat`` (added by the caller
   with its weight, see :func:`gradient_penalty`), the generator minimises ``-fake``.
 
+:func:`r1_penalty` is the zero-centred penalty on real data of Mescheder et al. (2018),
+``E ||grad_x D(x_real)||^2``, which any of the losses may add (weighted by ``gamma / 2``): it
+makes the discriminator flat on the data so that the two-player game converges instead of
+circling, the fix that paper gives for mixtures of Gaussians.
+
 Example:
     >>> import torch
     >>> from probgen.gan.losses import discriminator_loss, generator_loss, pack_samples
@@ -114,6 +119,30 @@ def gradient_penalty(
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
     norms = grad.reshape(grad.shape[0], -1).norm(2, dim=1)
     return ((norms - 1.0) ** 2).mean()
+
+
+def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:
+    """R1 penalty (Mescheder et al. 2018): mean over rows of ``||grad_x critic(x)||_2^2``.
+
+    Taken at the real (packed) inputs themselves; differentiable with respect to the critic's
+    parameters (``create_graph=True``). The caller adds it with weight ``gamma / 2``.
+
+    Args:
+        critic: Callable mapping a batch ``(n, ...)`` to scores ``(n,)``.
+        real: Real batch ``(n, ...)``.
+
+    Returns:
+        The scalar penalty (without its weight).
+
+    Example:
+        >>> import torch
+        >>> w = torch.tensor([3.0, 4.0])
+        >>> float(r1_penalty(lambda x: x @ w, torch.ones(5, 2)))  # ||w||^2
+        25.0
+    """
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return grad.reshape(grad.shape[0], -1).square().sum(1).mean()
 
 
 def pack_samples(x: Tensor, pack: int) -> Tensor:

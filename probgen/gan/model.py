@@ -5,8 +5,9 @@ pointing at sample-based evaluation (`probgen.evaluate`, `probgen.metrics`). It 
 the shared gradient loop with two steps and two optimisers: the discriminator (critic) step,
 repeated `n_critic` times per minibatch, then the generator step, each with its own learning
 rate. Options: the non-saturating, hinge and WGAN-GP losses (`probgen.gan.losses`), PacGAN
-packing (`pack=m`: the discriminator judges m samples jointly), class-conditional generation
-(`n_classes`, `sample(n, labels=...)`), an exponential moving average of the generator's
+packing (`pack=m`: the discriminator judges m samples jointly), the R1 penalty on real data
+(`r1_weight`), a spectrally normalised discriminator (`spectral_norm`), class-conditional
+generation (`n_classes`, `sample(n, labels=...)`), an exponential moving average of the generator's
 weights (`ema=decay`) and a divergence test (`divergence_threshold`; see
 `probgen.gan.stability`). The generator is also a Pyro program (`GAN.model`).
 
@@ -41,6 +42,7 @@ from probgen.gan.losses import (
     generator_loss,
     gradient_penalty,
     pack_samples,
+    r1_penalty,
 )
 from probgen.gan.networks import (
     DCGANDiscriminator,
@@ -82,6 +84,10 @@ class GAN(Model):
         loss: "non_saturating", "hinge" or "wgan_gp".
         gp_weight: weight of WGAN-GP's gradient penalty (loss "wgan_gp" only).
         n_critic: discriminator steps per generator step.
+        r1_weight: weight gamma of the R1 penalty ``gamma / 2 * E ||grad_x D(x_real)||^2`` on
+            the real (packed) inputs (Mescheder et al. 2018), with any loss; 0 for none.
+        spectral_norm: divide each discriminator weight by its largest singular value
+            (Miyato et al. 2018; `probgen.gan.networks`).
         pack: PacGAN's packing degree m: the discriminator scores m samples jointly; it must
             divide `batch_size`.
         n_classes: number of classes for a class-conditional GAN (labels are then required by
@@ -121,6 +127,8 @@ class GAN(Model):
         loss: str = "non_saturating",
         gp_weight: float = 10.0,
         n_critic: int = 1,
+        r1_weight: float = 0.0,
+        spectral_norm: bool = False,
         pack: int = 1,
         n_classes: int | None = None,
         generator_learning_rate: float = 2e-4,
@@ -154,6 +162,10 @@ class GAN(Model):
         self.loss = check_choice(loss, "loss", LOSSES)
         self.gp_weight = _non_negative(gp_weight, "gp_weight")
         self.n_critic = check_positive_int(n_critic, "n_critic")
+        self.r1_weight = _non_negative(r1_weight, "r1_weight")
+        if not isinstance(spectral_norm, bool):
+            raise DataError(f"spectral_norm must be True or False, got {spectral_norm!r}")
+        self.spectral_norm = spectral_norm
         self.pack = check_positive_int(pack, "pack")
         self.n_classes = None if n_classes is None else check_positive_int(n_classes, "n_classes")
         self.generator_learning_rate = _positive(generator_learning_rate, "generator_learning_rate")
@@ -183,13 +195,13 @@ class GAN(Model):
                     self.latent_dim, flat, self.hidden_dims, self.n_classes
                 )
                 self.discriminator: nn.Module = MLPDiscriminator(
-                    flat, self.hidden_dims, self.pack, self.n_classes
+                    flat, self.hidden_dims, self.pack, self.n_classes, self.spectral_norm
                 )
             else:
                 shape = self.data_shape
                 self.generator = DCGANGenerator(self.latent_dim, shape, self.width, self.n_classes)
                 self.discriminator = DCGANDiscriminator(
-                    shape, self.width, self.pack, self.n_classes
+                    shape, self.width, self.pack, self.n_classes, self.spectral_norm
                 )
         if self.ema is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
@@ -303,7 +315,7 @@ class GAN(Model):
         Returns:
             self, with `history_`: per epoch both losses (`losses`), both gradient norms
             (`grad_norms`), `discriminator_accuracy` (or `critic_gap` and `gradient_penalty`
-            for WGAN-GP) and `max_abs_score`.
+            for WGAN-GP), `max_abs_score` and, with `r1_weight`, `r1_penalty`.
 
         Raises:
             DataError: malformed data, labels or options.
@@ -400,6 +412,10 @@ def _discriminator_step(gan: GAN, batch: Any) -> Tensor:
         figures["max_abs_score"] = check_scores(scores, gan.divergence_threshold)
         correct = torch.cat([real_scores.detach() > 0, fake_scores.detach() < 0])
         figures["discriminator_accuracy"] = correct.float().mean()
+    if gan.r1_weight > 0:
+        r1 = r1_penalty(gan._packed_critic(codes), real_packed)
+        loss = loss + 0.5 * gan.r1_weight * r1
+        figures["r1_penalty"] = r1.detach()
     gan._diagnostics.add(**figures)
     return loss
 

@@ -11,6 +11,12 @@
   (batch norm would couple the samples of a batch, which WGAN-GP's penalty forbids) and sees
   ``pack * C`` channels.
 
+Both discriminators take ``spectral_norm=True`` (Miyato et al. 2018): each weight matrix (a
+convolution's reshaped to ``(out, in * k * k)``) is divided by its largest singular value,
+estimated by one power iteration per training forward pass, which bounds the network's
+Lipschitz constant and keeps the discriminator from sharpening faster than the generator
+can follow.
+
 Class-conditional variants (Mirza & Osindero 2014) append the one-hot label: to z in the
 generator, and to each sample before packing in the discriminator (as ``n_classes`` extra
 features, or as ``n_classes`` constant channels of an image).
@@ -51,6 +57,11 @@ def label_features(labels: Tensor | None, n_classes: int | None, like: Tensor) -
     if n_classes is None or labels is None:
         return None
     return F.one_hot(labels.long(), n_classes).to(device=like.device, dtype=like.dtype)
+
+
+def _normalised(layer: nn.Module, spectral_norm: bool) -> nn.Module:
+    """`layer`, spectrally normalised when asked (torch's parametrisation of its weight)."""
+    return nn.utils.parametrizations.spectral_norm(layer) if spectral_norm else layer
 
 
 def upsampling_steps(height: int, width: int) -> int:
@@ -108,6 +119,7 @@ class MLPDiscriminator(nn.Module):
         hidden_dims: tuple[int, ...],
         pack: int = 1,
         n_classes: int | None = None,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         self.n_classes = n_classes
@@ -115,9 +127,9 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         width = pack * (data_dim + (n_classes or 0))
         for hidden in hidden_dims:
-            layers += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+            layers += [_normalised(nn.Linear(width, hidden), spectral_norm), nn.LeakyReLU(0.2)]
             width = hidden
-        layers.append(nn.Linear(width, 1))
+        layers.append(_normalised(nn.Linear(width, 1), spectral_norm))
         self.net = nn.Sequential(*layers)
 
     def forward(self, packed: Tensor) -> Tensor:
@@ -179,6 +191,7 @@ class DCGANDiscriminator(nn.Module):
         width: int = 64,
         pack: int = 1,
         n_classes: int | None = None,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         channels, height, wide = image_shape
@@ -188,10 +201,13 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         current, out = pack * (channels + (n_classes or 0)), width
         for _ in range(steps):
-            layers += [nn.Conv2d(current, out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            conv = nn.Conv2d(current, out, 4, stride=2, padding=1)
+            layers += [_normalised(conv, spectral_norm), nn.LeakyReLU(0.2)]
             current, out = out, out * 2
         self.features = nn.Sequential(*layers)
-        self.score = nn.Linear(current * (height >> steps) * (wide >> steps), 1)
+        self.score = _normalised(
+            nn.Linear(current * (height >> steps) * (wide >> steps), 1), spectral_norm
+        )
 
     def forward(self, packed: Tensor) -> Tensor:
         """Scores ``(n // pack,)`` of packed images ``(n // pack, pack * C', H, W)``."""
