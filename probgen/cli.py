@@ -24,6 +24,16 @@ import numpy as np
 from probgen.core.errors import DataError, ProbgenError
 
 _FIT_CONFIG_KEYS = {"recipe", "data", "build", "fit", "smoke", "seed"}
+# What `probgen score` prints a model's log_prob to be, by its log_prob_kind.
+_SCORE_MEANINGS = {
+    "exact": "the log-likelihood log p(x) of each example, in nats",
+    "lower_bound": "a lower bound on log p(x) of each example, in nats (the true "
+    "log-likelihood is at least this; e.g. an ELBO or a diffusion model's variational bound)",
+    "estimate": "an estimate of log p(x) of each example, in nats (e.g. importance sampling, "
+    "sampled diffusion steps or an ODE with a stochastic trace)",
+    "unnormalized": "log p(x) of each example up to an unknown additive constant",
+}
+_BITS_MARKS = {"exact": "", "lower_bound": "<= ", "estimate": "~"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +305,10 @@ def _sample(arguments: argparse.Namespace) -> int:
     draws = model.sample(arguments.n, **options)
     if isinstance(draws, tuple):
         draws = draws[0]
+    if _is_image_model(model) and arguments.out.lower().endswith(".csv"):
+        # One row per image (its pixels flattened), not the sequence layout of 3-D arrays:
+        # `probgen score` reshapes such rows back to the model's event shape.
+        draws = draws.reshape(draws.shape[0], -1)
     write_data(arguments.out, draws, sequences=getattr(model, "is_sequence_model", False))
     print(f"{arguments.n} samples written to {arguments.out}")
     return 0
@@ -313,11 +327,18 @@ def _score(arguments: argparse.Namespace) -> int:
         scores = np.atleast_1d(model.log_prob(data).detach().cpu().numpy())
     kind = str(model.log_prob_kind)
     print(f"log_prob_kind: {kind}")
+    print(f"meaning: {_SCORE_MEANINGS.get(kind, kind)}")
     print(f"examples: {len(scores)}")
     print(f"total log_prob: {scores.sum():.6f}")
     print(f"mean log_prob: {scores.mean():.6f}")
+    dimension = int(np.prod(model.event_shape)) if _is_image_model(model) else 0
+    if dimension and kind in _BITS_MARKS:
+        # -log_prob / (D log 2): a lower bound on log p is an upper bound on the bits.
+        bits = -scores.mean() / (dimension * np.log(2))
+        print(f"mean bits per dimension: {_BITS_MARKS[kind]}{bits:.6f}")
     if arguments.out:
-        pd.DataFrame({"log_prob": scores}).to_csv(arguments.out, index_label="example")
+        frame = pd.DataFrame({"log_prob": scores, "log_prob_kind": kind})
+        frame.to_csv(arguments.out, index_label="example")
         print(f"per-example scores written to {arguments.out}")
     return 0
 
@@ -396,11 +417,30 @@ def _read_for_model(model: Any, path: str, shard: tuple[int, int] | None = None)
         return sequences
     data = read_data(path, shard=shard)
     if isinstance(data, np.ndarray) or getattr(model, "accepts_dataframe", False):
-        return data
+        return _as_images(model, data)
     import pandas as pd
 
     numeric = all(pd.api.types.is_numeric_dtype(dtype) for dtype in data.dtypes)
-    return data.to_numpy() if numeric else data
+    return _as_images(model, data.to_numpy()) if numeric else data
+
+
+def _is_image_model(model: Any) -> bool:
+    """A model of fixed-shape examples with more than one axis (images), not of sequences."""
+    shape = getattr(model, "event_shape", None)
+    return (
+        not getattr(model, "is_sequence_model", False)
+        and shape is not None
+        and len(shape) > 1
+    )
+
+
+def _as_images(model: Any, data: Any) -> Any:
+    """Rows of flattened pixels (n, H*W) as the model's examples (n, H, W); else unchanged."""
+    if not _is_image_model(model) or not isinstance(data, np.ndarray) or data.ndim != 2:
+        return data
+    if data.shape[1] != int(np.prod(model.event_shape)):
+        return data  # the model's own check names the mismatch
+    return data.reshape(data.shape[0], *model.event_shape)
 
 
 def _npy_ndim(path: str) -> int | None:

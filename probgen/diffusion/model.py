@@ -228,7 +228,8 @@ class Diffusion(Model):
         if self.n_levels is None:
             return y * self.data_scale + self.data_mean
         codes = torch.round((y + 1) * (self.n_levels - 1) / 2)
-        return codes.clamp(0, self.n_levels - 1)
+        # + 0.0 turns the -0.0 that rounding gives just below zero into 0.0.
+        return codes.clamp(0, self.n_levels - 1) + 0.0
 
     def _log_jacobian(self) -> torch.Tensor:
         """log |dy/dx| of the standardisation (0 for discrete data)."""
