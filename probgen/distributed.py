@@ -20,6 +20,7 @@ from probgen.core.distributed import (
     TIMEOUT_VARIABLE,
     DistributedError,
     all_gather_object,
+    all_gather_rows,
     all_reduce_sum,
     barrier,
     broadcast,
@@ -29,6 +30,7 @@ from probgen.core.distributed import (
     is_distributed,
     is_initialized,
     local_rank,
+    outside_single_process,
     rank,
     shard,
     shard_indices,
@@ -37,12 +39,14 @@ from probgen.core.distributed import (
     spawn_local,
     world_size,
 )
+from probgen.core.distributed_restarts import restart_split, restarts_across_ranks
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "TIMEOUT_VARIABLE",
     "DistributedError",
     "all_gather_object",
+    "all_gather_rows",
     "all_reduce_sum",
     "barrier",
     "broadcast",
@@ -52,7 +56,10 @@ __all__ = [
     "is_distributed",
     "is_initialized",
     "local_rank",
+    "outside_single_process",
     "rank",
+    "restart_split",
+    "restarts_across_ranks",
     "shard",
     "shard_indices",
     "shard_layout",

@@ -60,6 +60,7 @@ __all__ = [
     "TIMEOUT_VARIABLE",
     "DistributedError",
     "all_gather_object",
+    "all_gather_rows",
     "all_reduce_sum",
     "barrier",
     "broadcast",
@@ -69,6 +70,7 @@ __all__ = [
     "is_distributed",
     "is_initialized",
     "local_rank",
+    "outside_single_process",
     "rank",
     "shard",
     "shard_indices",
@@ -157,6 +159,19 @@ def single_process() -> Iterator[None]:
         yield
     finally:
         _local_only -= 1
+
+
+@contextlib.contextmanager
+def outside_single_process() -> Iterator[None]:
+    """Undo `single_process()` for a while: collectives reach every rank again
+    (`probgen.core.distributed_restarts` gathers the ranks' best restarts inside it)."""
+    global _local_only
+    depth = _local_only
+    _local_only = 0
+    try:
+        yield
+    finally:
+        _local_only = depth
 
 
 def _timeout_seconds(timeout: float | None) -> float:
@@ -316,6 +331,28 @@ def _all_gather_ints(value: int) -> list[int]:
     with _collective("all_gather"):
         dist.all_gather(parts, tensor)
     return [int(p) for p in parts]
+
+
+def all_gather_rows(tensor: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.Tensor:
+    """Every rank's rows of `tensor`, concatenated in rank order, on every rank.
+
+    `sizes`: every rank's number of rows when the caller knows them (`shard_indices`); None
+    exchanges them first (one more collective). Other dimensions and dtype agree on all ranks.
+
+    Example:
+        >>> all_gather_rows(torch.arange(3))
+        tensor([0, 1, 2])
+    """
+    if not is_distributed():
+        return tensor
+    lengths = list(sizes) if sizes is not None else _all_gather_ints(tensor.shape[0])
+    longest = max(lengths)
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in lengths]
+    with _collective("all_gather_rows"):
+        dist.all_gather(parts, padded)
+    return torch.cat([part[:length] for part, length in zip(parts, lengths)])
 
 
 def shard_layout(n_local: int) -> tuple[int, int]:

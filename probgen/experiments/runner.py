@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probgen.core.distributed import single_process
 from probgen.core.errors import ConvergenceWarning, DataError
 from probgen.experiments.config import ExperimentConfig, load_toml, parse_config
 
@@ -184,19 +185,21 @@ def _run(config: ExperimentConfig, folder: Path, progress: bool) -> Path:
         method_folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         try:
-            samples = sample_chains(
-                target,
-                method.method,
-                num_chains=method.chains,
-                num_samples=method.draws,
-                warmup=method.warmup,
-                seed=config.seed,
-                thin=method.thin,
-                progress=progress,
-                checkpoint=method_folder / "samples.safetensors",
-                **extra,
-                **method.options,
-            )
+            # an experiment writes its own folder: every process runs it whole, never split
+            with single_process():
+                samples = sample_chains(
+                    target,
+                    method.method,
+                    num_chains=method.chains,
+                    num_samples=method.draws,
+                    warmup=method.warmup,
+                    seed=config.seed,
+                    thin=method.thin,
+                    progress=progress,
+                    checkpoint=method_folder / "samples.safetensors",
+                    **extra,
+                    **method.options,
+                )
         except DataError as error:
             raise DataError(f"method {method.label!r}: {error}") from error
         elapsed = time.perf_counter() - started

@@ -22,6 +22,11 @@ import torch
 import probgen.hmm.inference as hmm_inference
 import probgen.hmm.sharded as hmm_sharded
 from probgen.core.data import Sequences
+from probgen.core.distributed_restarts import (
+    fit_restarts_across_ranks,
+    restart_seed,
+    restart_split,
+)
 from probgen.core.errors import DataError, FitError
 from probgen.fitting.em import (
     EMResult,
@@ -186,6 +191,10 @@ class HMMFitMixin:
         on the concatenated sequences up to rounding (`probgen.hmm.sharded`). Every rank calls
         `fit` with the same settings; minibatch EM draws its minibatches from all ranks'
         sequences. Custom (gradient-fitted) emissions and input-output HMMs are not sharded.
+        Inside `probgen.distributed.restarts_across_ranks()` every rank passes all the
+        sequences instead and the `n_init` restarts are split over the ranks (rank r runs
+        r, r + world, ...; not for minibatch EM); every rank ends with the single-process
+        fit's best restart.
 
         Args:
             sequences: list of arrays of different lengths, a padded array, or `Sequences`.
@@ -263,6 +272,16 @@ class HMMFitMixin:
         # Under torch.distributed `data` is this rank's sequences (`probgen.hmm.sharded`).
         hmm_sharded.check_supported(self, data.n_sequences)
         chosen_seed = hmm_sharded.agree_on_seed(self.seed if seed is None else seed)
+        # Inside `probgen.distributed.restarts_across_ranks()` every rank replays every start.
+        chosen_seed = restart_seed(chosen_seed)
+        split = restart_split()[1] > 1 and self.n_init > 1
+        if split and self.batch_size is not None:
+            raise DataError(
+                "restarts_across_ranks cannot split the restarts of minibatch EM (batch_size="
+                f"{self.batch_size}): each restart draws its minibatches from the generator "
+                "the later starts use, so a rank cannot replay the starts of restarts it does "
+                "not run; fit with batch_size=None or outside restarts_across_ranks"
+            )
         if chosen_seed is None:
             generator.seed()
         else:
@@ -291,7 +310,7 @@ class HMMFitMixin:
 
         bar = _progress_bar(show, self.n_init * self.max_iter)
         try:
-            return fit_restarts(
+            return (fit_restarts_across_ranks if split else fit_restarts)(
                 self,
                 self.n_init,
                 lambda restart: self._initialize(batch, generator, restart, kept),

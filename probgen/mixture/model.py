@@ -44,6 +44,11 @@ from torch import Tensor
 from probgen.core.contract import LogProbKind, Model
 from probgen.core.data import as_tensor, check_choice, check_positive_int
 from probgen.core.distributed import is_distributed, shard_layout
+from probgen.core.distributed_restarts import (
+    fit_restarts_across_ranks,
+    restart_seed,
+    restart_split,
+)
 from probgen.core.errors import DataError, FitError
 from probgen.core.kmeans import kmeans
 from probgen.core.threads import small_op_threads
@@ -414,7 +419,10 @@ class GaussianMixture(MixtureGibbs, Model):
         Under `torch.distributed` (`probgen.distributed.is_distributed()`), `data` is this
         rank's rows: the fit is over all ranks' rows (in rank order), every rank ends with the
         same parameters, equal to a single-process fit on the concatenated data up to
-        rounding. Every rank calls `fit` with the same settings.
+        rounding. Every rank calls `fit` with the same settings. Inside
+        `probgen.distributed.restarts_across_ranks()` every rank passes the whole data instead
+        and the `n_init` restarts are split over the ranks (rank r runs r, r + world, ...);
+        every rank ends with the single-process fit's best restart.
 
         Args:
             data: points (n, D), n >= n_components.
@@ -451,7 +459,9 @@ class GaussianMixture(MixtureGibbs, Model):
             )
         resume = warm_start and self.fitted_
         self._set_n_features(x.shape[1])
-        generator = self.make_generator(self.seed if seed is None else seed)
+        # Inside `probgen.distributed.restarts_across_ranks()` every rank replays every start.
+        generator = self.make_generator(restart_seed(self.seed if seed is None else seed))
+        split = restart_split()[1] > 1 and self.n_init > 1
         with torch.no_grad(), small_op_threads(_em_work(self, x), x):
             if sharded:
                 features = sharded_features(x, self.covariance)
@@ -459,7 +469,7 @@ class GaussianMixture(MixtureGibbs, Model):
             else:
                 features = em_features(x, self.covariance)
                 shards = None
-            result = fit_restarts(
+            result = (fit_restarts_across_ranks if split else fit_restarts)(
                 self,
                 self.n_init,
                 lambda restart: self._initialize(x, features, generator, shards),

@@ -6,6 +6,8 @@
   `targets`, the draw storage in `recording`.
 - `Samples` (`samples`): draws (chain, draw, ...) per parameter with ArviZ-named statistics,
   saved as safetensors; `diagnostics` holds R-hat and effective sample sizes.
+- `split`: under `torch.distributed`, `sample_chains` splits the chains over the ranks and
+  gathers them on rank 0, with the draws of the single-process run with the same seed.
 - `PyroDensity` (`pyro_density`): a Pyro model as a probgen Density over its unconstrained
   latent vector, built on `pyro_potential.PyroPotential`; `as_pyro` (`pyro_distribution`):
   a probgen Density as a Pyro distribution.

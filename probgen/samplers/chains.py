@@ -21,6 +21,12 @@ sites are sampled in unconstrained space with the log-Jacobian). Methods:
   matrix adapted jointly across chains; divergences in the ``diverging`` statistic.
 - ``"svi"``: a Pyro autoguide fitted by SVI; draws come from the fitted guide.
 
+Under `torch.distributed` (`probgen.distributed.is_distributed()`, e.g. `torchrun`) every rank
+calls `sample_chains` with the same arguments; the chains are split over the ranks and rank 0
+gets one `Samples` of all chains, equal to the single-process run with the same seed (see
+`probgen.samplers.split`); the other ranks get None. To run independent samplers on separate
+ranks instead, call it inside `probgen.distributed.single_process()`.
+
 Example:
     >>> import torch
     >>> from probgen.samplers.chains import sample_chains
@@ -36,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,7 @@ import numpy as np
 import torch
 
 from probgen.core.data import check_choice, check_positive_int
+from probgen.core.distributed import single_process
 from probgen.core.errors import DataError
 from probgen.core.progress import progress_bar
 from probgen.core.threads import small_op_loop
@@ -51,11 +59,18 @@ from probgen.samplers.nuts import KERNEL_OPTIONS as NUTS_OPTIONS
 from probgen.samplers.recording import DrawRecorder
 from probgen.samplers.runners import RUNNERS, SamplerRun, sample_model_gibbs
 from probgen.samplers.samples import Samples
+from probgen.samplers.split import ChainSplit, DiscardedDraws
 from probgen.samplers.targets import FlatTarget, make_target
 
 __all__ = ["METHODS", "Samples", "sample_chains"]
 
 METHODS = ("mh", "gibbs", "nuts", "hmc", "chees", "svi")
+
+# Whether a distributed "chees" run splits its chains (through a target that gathers each
+# rank's log densities and gradients: `ChainSplit.shard_target(differentiable=True)`). Off
+# until ChEES's rewrite is checked to reach the target only through autograd on rows; off, a
+# distributed "chees" run raises DataError.
+SPLIT_CHEES = True
 
 MH_OPTIONS = {
     "proposal",
@@ -103,8 +118,17 @@ def sample_chains(
     checkpoint: str | Path | None = None,
     flush_every: int | None = None,
     **options: Any,
-) -> Samples:
+) -> Samples | None:
     """Draw `num_samples` draws from each of `num_chains` chains after `warmup` steps.
+
+    Under `torch.distributed` (more than one rank), every rank calls this with the same
+    arguments: "mh", "gibbs", "nuts", "hmc" and "chees" split the chains over the ranks (contiguous
+    blocks; at least one chain per rank) and return all chains' `Samples` on rank 0 and None
+    on the others, with the draws of the single-process run with the same seed (up to the
+    rounding of the target on smaller batches). "svi" and a model's own `gibbs_step` cannot
+    split: they run whole on rank 0 (the others return None at once) with a `UserWarning`.
+    ("chees" evaluates the target and its gradient on each rank's block of chains, gathered
+    for the whole run, so its pooled adaptation sees every chain as in one process.)
 
     Args:
         target: a probgen Density, a log-density function of a tensor (num_chains,
@@ -142,15 +166,18 @@ def sample_chains(
             acceptance, default 0.651), trajectory_length (initial), learning_rate (Adam on
             log trajectory length, 0.025), max_leapfrog_steps (1000), jitter (Halton, True),
             divergence_threshold (1000), adapt_step_size, adapt_trajectory_length,
-            adapt_mass_matrix, restart_stragglers (all True). svi: guide
+            adapt_mass_matrix, restart_stragglers (all True), criterion ("chees_rate",
+            the default, | "chees"). svi: guide
             ("multivariate" | "diagonal" | "lowrank"), num_steps, learning_rate, num_particles.
 
     Returns:
-        `Samples` with arrays (chain, draw, ...) per parameter and ArviZ-named statistics.
+        `Samples` with arrays (chain, draw, ...) per parameter and ArviZ-named statistics
+        (None on ranks other than 0 of a distributed run).
 
     Raises:
         DataError: unknown method or option, zero chains or draws, a target returning NaN or
-            +inf, a Pyro site the method cannot handle.
+            +inf, a Pyro site the method cannot handle; in a distributed run, fewer chains
+            than ranks or method "chees".
     """
     method = check_choice(method, "method", METHODS)
     num_chains = check_positive_int(num_chains, "num_chains")
@@ -165,6 +192,34 @@ def sample_chains(
             f"unknown option(s) {sorted(unknown)} for method {method!r}; known: "
             f"{sorted(_METHOD_OPTIONS[method])}"
         )
+    split = ChainSplit.current(num_chains)
+    if split.distributed:
+        whole = method == "svi" or (method == "gibbs" and hasattr(target, "gibbs_step"))
+        _check_distributed(method, split, whole)
+        if whole:
+            if split.rank != 0:
+                return None
+            with single_process():
+                return sample_chains(
+                    target,
+                    method,
+                    num_chains,
+                    num_samples,
+                    warmup,
+                    seed,
+                    model_args=model_args,
+                    model_kwargs=model_kwargs,
+                    initial=initial,
+                    support=support,
+                    event_shape=event_shape,
+                    cardinalities=cardinalities,
+                    name=name,
+                    thin=thin,
+                    progress=progress,
+                    checkpoint=checkpoint,
+                    flush_every=flush_every,
+                    **options,
+                )
     attrs = {
         "method": method,
         "num_chains": num_chains,
@@ -174,7 +229,9 @@ def sample_chains(
         "thin": thin,
         "options": {k: v for k, v in options.items() if _jsonable(v)},
     }
-    bar = progress_bar(None, method, progress, mininterval=0.5)
+    if split.distributed:
+        attrs["ranks"] = split.world
+    bar = progress_bar(None, method, progress and split.rank == 0, mininterval=0.5)
     started = time.perf_counter()
     try:
         if method == "gibbs" and hasattr(target, "gibbs_step"):
@@ -206,29 +263,50 @@ def sample_chains(
             recorder = None
             generator = torch.Generator(device=flat.device).manual_seed(int(seed))
             runner = RUNNERS[method]
+            rank_target = flat
+            if method in ("mh", "gibbs"):  # every rank runs all chains but its rows of target
+                flat = split.shard_target(flat)
+            elif method == "chees":  # the same, with gradients gathered too
+                flat = split.shard_target(flat, differentiable=True)
             z0, lp0 = _initial_points(flat, num_chains, generator, initial is not None)
             stat_names = ("lp", "acceptance_rate", "step_size")
             if method in ("nuts", "hmc", "chees"):
                 stat_names += ("diverging",)
             if method == "chees":
                 stat_names += ("n_steps",)
-            recorder = DrawRecorder(
-                flat,
-                num_chains,
-                num_samples,
-                stat_names,
-                attrs=attrs,
-                checkpoint=checkpoint,
-                flush_every=flush_every,
-            )
+            if split.rank == 0:
+                recorder = DrawRecorder(
+                    flat,
+                    num_chains,
+                    num_samples,
+                    stat_names,
+                    attrs=attrs,
+                    checkpoint=checkpoint,
+                    flush_every=flush_every,
+                )
+            else:  # rank 0 keeps every chain's draws
+                recorder = DiscardedDraws(flat, num_chains, num_samples)
             run = SamplerRun(
-                flat, recorder, z0, lp0, generator, warmup, thin, int(seed), bar, method
+                flat,
+                recorder,
+                z0,
+                lp0,
+                generator,
+                warmup,
+                thin,
+                int(seed),
+                bar,
+                method,
+                split=split if split.distributed else None,
+                rank_target=rank_target if split.distributed else None,
             )
             try:
                 runner(run, **options)
             except KeyboardInterrupt:
                 recorder.flush()
                 raise
+            if split.rank != 0:
+                return None
             samples = recorder.to_samples()
     finally:
         bar.close()
@@ -236,6 +314,30 @@ def sample_chains(
     if checkpoint is not None:
         samples.save(checkpoint)
     return samples
+
+
+def _check_distributed(method: str, split: ChainSplit, whole: bool) -> None:
+    """Refuse what a distributed run cannot split exactly; warn where it runs on rank 0."""
+    if method == "chees" and not SPLIT_CHEES:
+        raise DataError(
+            "method 'chees' does not split its chains over the ranks of a distributed run yet "
+            "(its step size, trajectory length and mass matrix pool every chain's statistics); "
+            "call sample_chains inside probgen.distributed.single_process(), or use 'nuts', "
+            "'hmc' or 'mh'"
+        )
+    if whole:
+        warnings.warn(
+            f"sample_chains({method!r}) cannot split its work over the ranks of a distributed "
+            "run: it runs whole on rank 0 and returns None on the other ranks",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif split.num_chains < split.world:
+        raise DataError(
+            f"num_chains={split.num_chains} is fewer than the {split.world} ranks of this "
+            "distributed run; give at least one chain per rank, or call sample_chains inside "
+            "probgen.distributed.single_process()"
+        )
 
 
 def _jsonable(value: Any) -> bool:

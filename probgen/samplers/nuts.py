@@ -51,7 +51,9 @@ class PyroKernelChains:
         method: "nuts" or "hmc".
         z0: starting states (num_chains, dim).
         warmup: adaptation steps (Pyro's step-size and mass-matrix adaptation).
-        seed: seeds chain c with seed + c.
+        seed: seeds chain c with seed + first_chain + c.
+        first_chain: index of the first chain in the whole run (a rank's block of chains in
+            a distributed run draws what those chains draw in one process).
         index: coordinates moved (default: every coordinate); the others stay fixed.
         kernel_options: passed to `pyro.infer.mcmc.NUTS` / `HMC` (step_size,
             target_accept_prob, max_tree_depth, full_mass, num_steps, ...).
@@ -66,6 +68,7 @@ class PyroKernelChains:
         warmup: int,
         seed: int,
         index: torch.Tensor | None = None,
+        first_chain: int = 0,
         **kernel_options: Any,
     ) -> None:
         self.target = target
@@ -79,7 +82,7 @@ class PyroKernelChains:
         self._previous_mean = [0.0] * self.num_chains
         with torch.random.fork_rng(devices=[]):
             for chain in range(self.num_chains):
-                torch.manual_seed(seed + chain)
+                torch.manual_seed(seed + first_chain + chain)
                 kernel = kernel_class(
                     potential_fn=self._potential(chain), **_kernel_defaults(method, kernel_options)
                 )

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from probgen.core.contract import LogProbKind, Model
+from probgen.core.distributed import single_process
 from probgen.samplers.chains import sample_chains
 from probgen.samplers.pyro_potential import PyroPotential
 
@@ -107,16 +108,19 @@ class PyroDensity(PyroPotential, Model):
         independent ones.
         """
         per_chain = max(1, math.ceil(n / num_chains))
-        samples = sample_chains(
-            self,
-            "mh",
-            num_chains=num_chains,
-            num_samples=per_chain,
-            warmup=warmup,
-            seed=0 if seed is None else seed,
-            progress=False,
-            **options,
-        )
+        # Each process draws its own samples: a distributed run would give them to rank 0 only.
+        with single_process():
+            samples = sample_chains(
+                self,
+                "mh",
+                num_chains=num_chains,
+                num_samples=per_chain,
+                warmup=warmup,
+                seed=0 if seed is None else seed,
+                progress=False,
+                **options,
+            )
+        assert samples is not None
         flat = torch.as_tensor(samples.unconstrained, dtype=self._value_dtype)
         # Interleave chains so that the first n draws come from every chain.
         return flat.transpose(0, 1).reshape(-1, self.dim)[:n]

@@ -45,6 +45,7 @@ from probgen.samplers.mh import (
 )
 from probgen.samplers.recording import DrawRecorder, kept_sweeps
 from probgen.samplers.samples import Samples
+from probgen.samplers.split import ChainSplit, gather_recorded
 from probgen.samplers.targets import FlatTarget
 
 __all__ = [
@@ -67,6 +68,10 @@ class SamplerRun:
 
     The flat target, the recorder of kept draws, the chains' starting points `z` (num_chains,
     dim) and their log densities `lp`, the run's generator and settings, and the progress bar.
+    In a distributed run (`probgen.samplers.split`), `split` says which block of chains this
+    rank runs, `target` splits each batch of rows over the ranks (no gradient flows through
+    it) and `rank_target` is the plain target for this rank's own chains; only rank 0's
+    `recorder` keeps draws.
     """
 
     target: FlatTarget
@@ -79,6 +84,18 @@ class SamplerRun:
     seed: int
     bar: Any
     method: str
+    split: ChainSplit | None = None
+    rank_target: FlatTarget | None = None
+
+    @property
+    def chains(self) -> ChainSplit:
+        """The chains this rank runs (all of them in one process)."""
+        return self.split or ChainSplit(self.z.shape[0])
+
+    @property
+    def own_target(self) -> FlatTarget:
+        """The target evaluated on this rank's chains only (gradients flow through it)."""
+        return self.rank_target or self.target
 
     def sweeps(self) -> Iterator[tuple[int, int | None]]:
         """(sweep, kept draw index or None) over the whole run, advancing the progress bar."""
@@ -264,16 +281,18 @@ def _run_gibbs(run: SamplerRun, **options: Any) -> None:
         enumerator = EnumerationKernel(discrete, target.cardinality[discrete], target.low[discrete])
     walkers = _continuous_kernels(target, True, options)
     nuts_chains = None
+    chains = run.chains  # NUTS runs this rank's chains; the discrete sweeps see all of them
     if continuous_method == "nuts" and target.continuous_index.numel():
         from probgen.samplers.nuts import PyroKernelChains
 
         nuts_chains = PyroKernelChains(
-            target,
+            run.own_target,
             "nuts",
-            z,
+            chains.local(z),
             warmup=warmup,
             seed=run.seed,
             index=target.continuous_index,
+            first_chain=chains.rows.start,
             **dict(options.get("nuts_options", {})),
         )
         walkers = []
@@ -289,8 +308,10 @@ def _run_gibbs(run: SamplerRun, **options: Any) -> None:
             accepts.append(accept)
             step_size = walker.step_size
         if nuts_chains is not None:
-            nuts_chains.set_state(z)
+            nuts_chains.set_state(chains.local(z))
             z, stats = nuts_chains.step()
+            z = chains.gather(z)
+            stats = {name: chains.gather(value) for name, value in stats.items()}
             lp = stats["lp"].to(z.dtype)
             accepts.append(stats["acceptance_rate"].to(z.dtype))
             step_size = stats["step_size"].numpy()
@@ -447,13 +468,26 @@ def _run_nuts(run: SamplerRun, **options: Any) -> None:
     from probgen.samplers.nuts import PyroKernelChains
 
     _discrete_error(run.target, run.method)
+    split = run.chains
+    recorder = run.recorder
+    if split.distributed:  # this rank's block of chains; rank 0 gathers them at the end
+        names = ("lp", "acceptance_rate", "step_size", "diverging")
+        recorder = DrawRecorder(run.own_target, len(split.rows), recorder.num_samples, names)
     chains = PyroKernelChains(
-        run.target, run.method, run.z, warmup=run.warmup, seed=run.seed, **options
+        run.own_target,
+        run.method,
+        split.local(run.z),
+        warmup=run.warmup,
+        seed=run.seed,
+        first_chain=split.rows.start,
+        **options,
     )
     for _, draw in run.sweeps():
         z, stats = chains.step()
         if draw is not None:
-            run.recorder.record(draw, z, **stats)
+            recorder.record(draw, z, **stats)
+    if split.distributed:
+        gather_recorded(recorder, run.recorder, names)
 
 
 def _run_chees(run: SamplerRun, **options: Any) -> None:
