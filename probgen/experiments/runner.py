@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from probgen.core import distributed
 from probgen.core.distributed import single_process
 from probgen.core.errors import ConvergenceWarning, DataError
 from probgen.experiments.config import ExperimentConfig, load_toml, parse_config
@@ -177,10 +178,18 @@ def _run(config: ExperimentConfig, folder: Path, progress: bool) -> Path:
     from probgen.experiments.plots import plot_comparison, plot_samples
     from probgen.samplers.chains import sample_chains
 
-    (folder / "config.json").write_text(json.dumps(config.raw, indent=2, default=str))
+    # Under torch.distributed each rank runs its share of the methods (method i on rank
+    # i mod world size), each whole and seeded as in one process; rank 0 gathers their rows
+    # and writes the comparison. On one machine the ranks share its cores: give each rank its
+    # own cores (or machine) before comparing ESS per second.
+    me, world = distributed.rank(), distributed.world_size()
+    if me == 0:
+        (folder / "config.json").write_text(json.dumps(config.raw, indent=2, default=str))
     target, extra = build_target(config)
-    rows = {}
-    for method in config.methods:
+    rows: dict[str, dict[str, Any]] = {}
+    for index, method in enumerate(config.methods):
+        if index % world != me:
+            continue
         method_folder = folder / method.label
         method_folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -228,8 +237,16 @@ def _run(config: ExperimentConfig, folder: Path, progress: bool) -> Path:
             "divergences": samples.num_divergences,
             "converged": not problems,
             "problems": "; ".join(problems),
+            "rank": me,
         }
+    if world > 1:
+        parts = distributed.all_gather_object(rows)
+        gathered = {label: row for part in parts for label, row in part.items()}
+        rows = {m.label: gathered[m.label] for m in config.methods}
+        if me != 0:
+            return folder
     table = pd.DataFrame.from_dict(rows, orient="index")
+    ranks = table.pop("rank")
     table.index.name = "label"
     problems = table.pop("problems")
     table.to_csv(folder / "comparison.csv")
@@ -242,10 +259,17 @@ def _run(config: ExperimentConfig, folder: Path, progress: bool) -> Path:
         f"{m.label} ({m.method}, {m.chains} chains x {m.draws} draws after {m.warmup} warmup)"
         for m in config.methods
     )
+    where = (
+        f" on {world} ranks (method on rank: "
+        + ", ".join(f"{label} {int(rank)}" for label, rank in ranks.items())
+        + ")"
+        if world > 1
+        else ""
+    )
     readme = (
         f"# {config.name}\n\n"
         f"probgen infer ran {methods} on model {what} with seed {config.seed}, "
-        f"on {stamp}.\n\n{_markdown(table)}\n{_verdict(table, problems)}"
+        f"on {stamp}{where}.\n\n{_markdown(table)}\n{_verdict(table, problems)}"
     )
     (folder / "README.md").write_text(readme)
     return folder

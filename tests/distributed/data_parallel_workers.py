@@ -85,3 +85,10 @@ def fit_vaes(
         vae.fit(shards[me], **options)
         results.append({"state": vae.state_dict(), "history": vae.history_})
     return results
+
+
+def run_experiment(config_path: str, out_dir: str) -> str:
+    """`probgen.experiments.run_file` on this rank (the methods are shared out over ranks)."""
+    from probgen.experiments import run_file
+
+    return str(run_file(config_path, out_dir, progress=False))
