@@ -1,5 +1,6 @@
 """On CUDA, the GAN, VAE-GAN, WaveNet/WaveGAN and PixelRNN recipes score as on the CPU, sample on
-the device, and train there; ChEES samples a CUDA target.
+the device, and train there; the autoencoder and Deep SVDD detectors score as on the CPU; ChEES
+samples a CUDA target.
 
 Marker `gpu`: skipped without CUDA (tests/conftest.py), run where a device is lent. Each test
 fits the recipe's SMOKE setting on the CPU, moves a copy to CUDA and compares what both compute
@@ -113,3 +114,23 @@ def test_chees_samples_a_cuda_target():
     draws = torch.as_tensor(samples["x"]).reshape(-1, 2).double()
     torch.testing.assert_close(draws.mean(0), torch.tensor([1.0, -1.0]).double(), atol=0.1, rtol=0)
     torch.testing.assert_close(draws.std(0), torch.tensor([1.0, 2.0]).double(), rtol=0.1, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["autoencoder", "deep_svdd"])
+def test_anomaly_detectors_score_on_cuda_as_on_cpu(kind):
+    from probgen.anomaly import AutoencoderDetector, DeepSVDD
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, -1.0], [0.0, 1.0, 1.0, -1.0, 0.0, 1.0]])
+    normal = torch.randn(300, 2, generator=g) @ basis + 0.05 * torch.randn(300, 6, generator=g)
+    outliers = torch.randn(30, 6, generator=g) * 1.5
+    settings = dict(hidden_dims=(16,), n_epochs=5, batch_size=64, learning_rate=1e-2, seed=0)
+    if kind == "autoencoder":
+        detector = AutoencoderDetector(code_dim=2, **settings).fit(normal)
+    else:
+        detector = DeepSVDD(rep_dim=4, **settings).fit(normal)
+    points = torch.cat([normal[:20], outliers])
+    cpu = torch.as_tensor(detector.score_samples(points)).double()
+    on_gpu = copy.deepcopy(detector).to("cuda")
+    gpu = torch.as_tensor(on_gpu.score_samples(points.cuda())).double().cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-4)
