@@ -8,20 +8,28 @@ after posteriordb's Stan code; it has no reference posterior, so it is checked a
   (the anchors' protocol); ``probgen_chees_64``: 64 chains x 1,000 + 2,000, the regime ChEES
   is designed for (one batched gradient moves every chain); default settings;
 - ``probgen_mh_64``: `sample_chains(posterior, "mh")`, 64 chains x 1,000 + 1,000;
+- ``probgen_mh_256``: the same with 256 chains, the many-short-chains regime a vectorised
+  sampler is built for (one batched density call moves every chain);
 - ``numpyro_nuts``: NumPyro's NUTS, 4 chains (sequential: one CPU device), float64;
 - ``blackjax_nuts``: BlackJAX window adaptation + NUTS, vmapped over 4 chains, float64, each
   phase compiled ahead of time so that compilation and sampling are timed apart;
-- ``nutpie``: nutpie on the PyMC model (numba backend), 4 chains.
-- PyStan is not run (each model takes minutes to build; see the JSON's ``skipped``).
+- ``nutpie``: nutpie on the PyMC model (numba backend), 4 chains;
+- ``pystan``: PyStan 3 (Stan's NUTS, chains in parallel processes) on the same models written
+  in Stan, 4 chains; httpstan caches each compiled model, so only a first run pays the
+  minutes-long C++ build (``compile_s`` says which it was).
 
 Figures per sampler: minimum bulk ESS over every latent element (constrained), ESS per second
-end to end (model set-up, compilation, warm-up and draws) and sampling only (the draws phase),
+end to end (model set-up, compilation, warm-up and draws), sampling only (the draws phase,
+where the tool times it apart) and warm-up + draws (``ess_per_s_warmup_and_draws``: the
+sampling call without model set-up or compilation, for probgen and nutpie, which times no
+separate draws phase; the verdict compares probgen's best with nutpie on this figure),
 maximum R-hat (both by `probgen.samplers.diagnostics` on every sampler's draws), post-warm-up
 divergences, and for the posteriors with a posteriordb reference the worst |mean - reference| in
 reference sds. A tool that is not installed is skipped and named in ``skipped``. Each row
-records the machine's one-minute load average at its start and end (``machine_load_average``)
-and ``machine_idle`` (both below 1): on a machine shared with other work, "quiet" only means
-that no burner of ours ran.
+records the machine's one-minute load average at its start and end (``machine_load_average``),
+the cores that processes outside the benchmark's own kept busy meanwhile
+(``other_processes_cores``, from /proc) and ``machine_idle`` (those below half a core): on a
+machine shared with other work, "quiet" only means that no burner of ours ran.
 
 Usage:
     python benchmarks/mcmc_frontier.py                      # every posterior, quiet
@@ -46,7 +54,7 @@ import numpy as np
 import pyro
 import pyro.distributions as pdist
 import torch
-from _load import add_options, apply_threads, load_modes, under
+from _load import OtherLoad, add_options, apply_threads, load_modes, under
 
 import probgen
 from probgen.samplers import diagnostics
@@ -59,9 +67,11 @@ SAMPLERS = [
     "probgen_chees",
     "probgen_chees_64",
     "probgen_mh_64",
+    "probgen_mh_256",
     "numpyro_nuts",
     "blackjax_nuts",
     "nutpie",
+    "pystan",
 ]
 
 
@@ -153,6 +163,7 @@ def figures(
 def run_probgen(name: str, method: str, chains: int, warmup: int, draws: int, seed: int):
     started = time.perf_counter()
     posterior, _, reference = probgen_posterior(name)
+    built = time.perf_counter()
     samples = sample_chains(
         posterior,
         method,
@@ -167,6 +178,7 @@ def run_probgen(name: str, method: str, chains: int, warmup: int, draws: int, se
     sampling = samples.attrs["chees"]["draws_time"] if method == "chees" else None
     row = figures(latent, end_to_end, sampling, samples.num_divergences, reference)
     row["chains"] = chains
+    warmup_and_draws(row, started + end_to_end - built)
     if method == "chees":
         info = samples.attrs["chees"]
         row["step_size"] = info["step_size"]
@@ -386,7 +398,137 @@ def run_nutpie(name: str, chains: int, warmup: int, draws: int, seed: int):
     row = figures(latent, ended - started, None, divergences, reference)
     row["compile_s"] = built - started
     # nutpie reports no separate draws time; warm-up + draws (no compilation) is the closest.
-    row["warmup_and_draws_s"] = ended - built
+    warmup_and_draws(row, ended - built)
+    return row
+
+
+def warmup_and_draws(row: dict[str, Any], seconds: float) -> None:
+    """Record the sampling call's time (warm-up + draws, no set-up or compilation) and its rate."""
+    row["warmup_and_draws_s"] = seconds
+    row["ess_per_s_warmup_and_draws"] = row["min_ess_bulk"] / seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# PyStan (the same models in Stan; httpstan compiles each once and caches the build)
+# ---------------------------------------------------------------------------------------------
+STAN_PROGRAMS = {
+    "eight_schools": """
+data { int<lower=0> J; vector[J] y; vector<lower=0>[J] sigma; }
+parameters { real mu; real<lower=0> tau; vector[J] theta_trans; }
+model {
+  mu ~ normal(0, 5);
+  tau ~ cauchy(0, 5);
+  theta_trans ~ std_normal();
+  y ~ normal(mu + tau * theta_trans, sigma);
+}
+""",
+    "kidiq_momiq": """
+data { int<lower=0> N; vector[N] kid_score; vector[N] mom_iq; }
+parameters { vector[2] beta; real<lower=0> sigma; }
+model {
+  sigma ~ cauchy(0, 2.5);
+  kid_score ~ normal(beta[1] + beta[2] * mom_iq, sigma);
+}
+""",
+    "ark": """
+data { int<lower=0> N; int<lower=0> K; vector[N] targets; matrix[N, K] lags; }
+parameters { real alpha; vector[K] beta; real<lower=0> sigma; }
+model {
+  alpha ~ normal(0, 10);
+  beta ~ normal(0, 10);
+  sigma ~ cauchy(0, 2.5);
+  targets ~ normal(alpha + lags * beta, sigma);
+}
+""",
+    "gauss_mix": """
+data { int<lower=0> N; vector[N] y; }
+parameters { ordered[2] mu; array[2] real<lower=0> sigma; real<lower=0, upper=1> theta; }
+model {
+  sigma ~ normal(0, 2);
+  mu ~ normal(0, 2);
+  theta ~ beta(5, 5);
+  for (n in 1:N)
+    target += log_mix(theta, normal_lpdf(y[n] | mu[1], sigma[1]),
+                      normal_lpdf(y[n] | mu[2], sigma[2]));
+}
+""",
+    "radon": """
+data {
+  int<lower=1> N; int<lower=1> J; array[N] int<lower=1, upper=J> county;
+  vector[N] log_uppm; vector[N] floor; vector[N] log_radon;
+}
+parameters {
+  vector[J] alpha_raw; vector[2] beta; real mu_alpha; real<lower=0> sigma_alpha;
+  real<lower=0> sigma_y;
+}
+model {
+  alpha_raw ~ std_normal();
+  beta ~ normal(0, 10);
+  mu_alpha ~ normal(0, 10);
+  sigma_alpha ~ normal(0, 1);
+  sigma_y ~ normal(0, 1);
+  log_radon ~ normal(mu_alpha + sigma_alpha * alpha_raw[county] + log_uppm * beta[1]
+                     + floor * beta[2], sigma_y);
+}
+""",
+}
+
+
+def stan_data(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The anchors' data in the Stan programs' names and sizes (Stan indexes from 1)."""
+    if name == "eight_schools":
+        return {"J": len(data["y"]), "y": data["y"], "sigma": data["sigma"]}
+    if name == "kidiq_momiq":
+        return {"N": len(data["kid_score"]), **data}
+    if name == "ark":
+        return {"N": len(data["targets"]), "K": data["lags"].shape[1], **data}
+    if name == "gauss_mix":
+        return {"N": len(data["y"]), "y": data["y"]}
+    return {
+        "N": len(data["log_radon"]),
+        "J": data["J"],
+        "county": (data["county"] + 1).tolist(),
+        "log_uppm": data["log_uppm"],
+        "floor": data["floor"],
+        "log_radon": data["log_radon"],
+    }
+
+
+PYSTAN_BUILDS = Path(__file__).parent / "results" / "pystan_builds.json"
+"""First (uncached) build time of each Stan program, kept across runs: a rerun finds the
+compiled model in httpstan's cache and builds in seconds."""
+
+
+def run_pystan(name: str, chains: int, warmup: int, draws: int, seed: int):
+    import arviz
+    import httpstan.cache
+    import httpstan.models
+    import stan
+
+    started = time.perf_counter()
+    _, data, reference = probgen_posterior(name)
+    program = STAN_PROGRAMS[name]
+    model_name = httpstan.models.calculate_model_name(program)
+    cached = httpstan.cache.model_directory(model_name).exists()
+    posterior = stan.build(program, data=stan_data(name, data), random_seed=seed)
+    built = time.perf_counter()
+    builds = json.loads(PYSTAN_BUILDS.read_text()) if PYSTAN_BUILDS.exists() else {}
+    if not cached:
+        builds[name] = {"first_build_s": built - started, "model": model_name}
+        PYSTAN_BUILDS.write_text(json.dumps(builds, indent=2))
+    fit = posterior.sample(num_chains=chains, num_samples=draws, num_warmup=warmup)
+    ended = time.perf_counter()
+    trace = arviz.from_pystan(posterior=fit)
+    latent = {v: np.asarray(trace.posterior[v].values, dtype=float) for v in posterior.param_names}
+    divergences = int(np.asarray(trace.sample_stats["diverging"]).sum())
+    row = figures(latent, ended - started, None, divergences, reference)
+    # httpstan caches each build (under ~/.cache/httpstan): a first build takes minutes, a
+    # rebuild of the same program seconds; the end-to-end figure counts whichever this was
+    # (a cached build: the stricter comparison), and the first build's time is kept beside it.
+    row["compile_s"] = built - started
+    row["build_cached"] = cached
+    row["first_build_s"] = (builds.get(name) or {}).get("first_build_s")
+    warmup_and_draws(row, ended - built)
     return row
 
 
@@ -399,11 +541,17 @@ def installed(module: str) -> str | None:
     return None
 
 
+def chains_of(sampler: str) -> int:
+    """Chains per sampler: the suffix of probgen's many-chain rows, else the anchors' 4."""
+    suffix = sampler.rsplit("_", 1)[-1]
+    return int(suffix) if sampler.startswith("probgen") and suffix.isdigit() else 4
+
+
 def plan(quick: bool) -> dict[str, tuple[int, int, int]]:
     """(chains, warmup, draws) per sampler."""
     if quick:
-        return {s: ((64 if s.endswith("_64") else 4), 200, 200) for s in SAMPLERS}
-    settings = {s: ((64 if s.endswith("_64") else 4), 1000, 1000) for s in SAMPLERS}
+        return {s: (chains_of(s), 200, 200) for s in SAMPLERS}
+    settings = {s: (chains_of(s), 1000, 1000) for s in SAMPLERS}
     # R-hat <= 1.01 needs about 100+ effective draws per chain whatever the number of chains:
     # 64 chains of 1,000 draws fall short on radon (R-hat 1.013), so they draw 2,000.
     settings["probgen_chees_64"] = (64, 1000, 2000)
@@ -414,15 +562,23 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     "probgen_chees": lambda *a: run_probgen(a[0], "chees", *a[1:]),
     "probgen_chees_64": lambda *a: run_probgen(a[0], "chees", *a[1:]),
     "probgen_mh_64": lambda *a: run_probgen(a[0], "mh", *a[1:]),
+    "probgen_mh_256": lambda *a: run_probgen(a[0], "mh", *a[1:]),
     "numpyro_nuts": run_numpyro,
     "blackjax_nuts": run_blackjax,
     "nutpie": run_nutpie,
+    "pystan": run_pystan,
 }
-NEEDS = {"numpyro_nuts": "numpyro", "blackjax_nuts": "blackjax", "nutpie": "nutpie"}
+NEEDS = {
+    "numpyro_nuts": "numpyro",
+    "blackjax_nuts": "blackjax",
+    "nutpie": "nutpie",
+    "pystan": "stan",
+}
 
 
 def verdict(row: dict[str, Any]) -> dict[str, Any]:
-    """Is probgen's best method ahead of every anchor end to end (at R-hat <= 1.01)?"""
+    """Is probgen's best method ahead of every anchor end to end, and of nutpie's warm-up +
+    draws, at R-hat <= 1.01?"""
 
     def rate(key: str, sampler: str) -> float:
         entry = row.get(sampler)
@@ -430,7 +586,12 @@ def verdict(row: dict[str, Any]) -> dict[str, Any]:
             return 0.0
         return entry.get(key) or 0.0
 
+    def warm_rate(sampler: str) -> float:
+        return rate("ess_per_s_warmup_and_draws", sampler)
+
     ours = [s for s in SAMPLERS if s.startswith("probgen") and isinstance(row.get(s), dict)]
+    if not ours:
+        return {"best_probgen": None}
     anchors = [s for s in SAMPLERS if not s.startswith("probgen") and isinstance(row.get(s), dict)]
     best = max(ours, key=lambda s: rate("ess_per_s_end_to_end", s))
     best_anchor = max(anchors, key=lambda s: rate("ess_per_s_end_to_end", s), default=None)
@@ -440,9 +601,13 @@ def verdict(row: dict[str, Any]) -> dict[str, Any]:
         "ahead_end_to_end": best_anchor is None
         or rate("ess_per_s_end_to_end", best) > rate("ess_per_s_end_to_end", best_anchor),
         "probgen_best_sampling_only": max(rate("ess_per_s_sampling", s) for s in ours),
-        "nutpie_warmup_and_draws": (row.get("nutpie") or {}).get("warmup_and_draws_s")
-        if isinstance(row.get("nutpie"), dict)
-        else None,
+        "probgen_best_warmup_and_draws": max(ours, key=lambda s: warm_rate(s)),
+        "ess_per_s_warmup_and_draws": {
+            "probgen": max(warm_rate(s) for s in ours),
+            "nutpie": warm_rate("nutpie") if isinstance(row.get("nutpie"), dict) else None,
+        },
+        "ahead_of_nutpie_warmup_and_draws": not isinstance(row.get("nutpie"), dict)
+        or max(warm_rate(s) for s in ours) > warm_rate("nutpie"),
     }
 
 
@@ -464,10 +629,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     posteriors = args.posteriors or (["eight_schools"] if args.quick else POSTERIORS)
     samplers = args.samplers or SAMPLERS
-    skipped = {
-        "pystan": "not run: building each Stan model takes minutes (184 s measured in "
-        "issue 15), beyond this benchmark's budget on a 2-core machine"
-    }
+    skipped: dict[str, str] = {}
     for sampler, module in NEEDS.items():
         reason = installed(module)
         if reason is not None:
@@ -485,7 +647,7 @@ def main() -> None:
             row = results.get(key, {})
             started_load = os.getloadavg()[0]
             row.update({"run_at": time.strftime("%Y-%m-%d %H:%M"), "load": mode})
-            with under(mode):
+            with OtherLoad() as other, under(mode):
                 for sampler in samplers:
                     if sampler in skipped:
                         row[sampler] = f"skipped: {skipped[sampler]}"
@@ -497,10 +659,12 @@ def main() -> None:
                         row[sampler] = f"failed: {type(error).__name__}: {error}"[:500]
                     print(key, sampler, json.dumps(row[sampler], default=str)[:300], flush=True)
             # Other processes on a shared machine: "quiet" means no burner of ours, not an idle
-            # machine; the load average says which it was (>= 1 on 2 cores: loaded).
+            # machine. The load average counts this run's own threads (JAX and numba use both
+            # cores), so the cores that processes outside this one's tree kept busy decide.
             loads = (started_load, os.getloadavg()[0])
             row["machine_load_average"] = [round(value, 2) for value in loads]
-            row["machine_idle"] = max(loads) < 1.0
+            row["other_processes_cores"] = other.cores
+            row["machine_idle"] = other.cores is not None and other.cores < 0.5
             if mode == "quiet" and not row["machine_idle"]:
                 row["load"] = "loaded by other processes (no burner of ours)"
             row["verdict"] = verdict(row)
@@ -543,7 +707,7 @@ def write_document(path: Path, quick: bool, results: dict, settings: dict, skipp
 def print_table(results: dict) -> None:
     print(
         f"{'posterior':22s} {'sampler':18s} {'e2e s':>7s} {'ESS':>8s} {'ESS/s e2e':>10s} "
-        f"{'ESS/s samp':>10s} {'R-hat':>6s} {'div':>5s}"
+        f"{'ESS/s samp':>10s} {'ESS/s w+d':>10s} {'R-hat':>6s} {'div':>5s}"
     )
     for key, row in results.items():
         for sampler in SAMPLERS:
@@ -552,10 +716,12 @@ def print_table(results: dict) -> None:
                 print(f"{key:22s} {sampler:18s} {str(entry)[:60]}")
                 continue
             sampling = entry["ess_per_s_sampling"]
+            warm = entry.get("ess_per_s_warmup_and_draws")
             print(
                 f"{key:22s} {sampler:18s} {entry['end_to_end_s']:7.1f} "
                 f"{entry['min_ess_bulk']:8.0f} {entry['ess_per_s_end_to_end']:10.1f} "
                 f"{sampling if sampling is None else round(sampling, 1)!s:>10s} "
+                f"{warm if warm is None else round(warm, 1)!s:>10s} "
                 f"{entry['max_r_hat']:6.3f} {entry['divergences']:5d}"
             )
 

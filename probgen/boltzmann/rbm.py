@@ -92,7 +92,7 @@ class RBM(RBMSampling, RBMFitting, EnergyModel):
             ``"reconstruction_error"``, ``"pseudo_log_likelihood"`` (exact; about 70 training
             rows' work per monitored row with 64 visible units, so ~10x an epoch on 1000 rows)
             and ``"log_likelihood"`` (exact log Z: only where enumeration is cheap, and it can
-            still cost many epochs), each over `monitor_size` rows. ``()`` records nothing.
+            still cost many epochs), each over `monitor_size` rows. ``()`` or None records nothing.
         monitor_size: at most this many rows (a fixed random subset of the training data,
             and the first validation rows) are monitored.
         progress: show a tqdm progress bar over epochs.
@@ -141,7 +141,7 @@ class RBM(RBMSampling, RBMFitting, EnergyModel):
         learn_variance: bool = True,
         variance_learning_rate_scale: float = 0.1,
         init_std: float = 0.01,
-        monitor: str | list[str] | tuple[str, ...] = "auto",
+        monitor: str | list[str] | tuple[str, ...] | None = "auto",
         monitor_size: int = 1000,
         progress: bool = False,
         exact_max_units: int = 20,
@@ -186,6 +186,12 @@ class RBM(RBMSampling, RBMFitting, EnergyModel):
             variance_learning_rate_scale, "variance_learning_rate_scale", allow_zero=True
         )
         self.init_std = check_positive_float(init_std, "init_std")
+        if monitor is None:
+            monitor = ()
+        elif not isinstance(monitor, str | list | tuple):
+            raise DataError(
+                f"monitor must be 'auto', a list of {MONITORED_FIGURES} or None, got {monitor!r}"
+            )
         self.monitor = monitor if isinstance(monitor, str) else list(monitor)
         if isinstance(self.monitor, str):
             check_choice(self.monitor, "monitor", ("auto",))

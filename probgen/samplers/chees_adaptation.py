@@ -336,6 +336,15 @@ class CheesAdaptation:
             # than the heuristic's (it aims at the acceptance of whole trajectories), and
             # scaling by that ratio would lengthen T at every window end.
             self.log_length += math.log(step_size / self._found_step)
+            # ... but no longer than the new metric allows: under it every coordinate has
+            # about unit variance, so no direction has an sd above sqrt(dim) and the ChEES-rate
+            # optimum (about 1.2 sds of the slowest direction for a Gaussian) stays below
+            # 2 sqrt(dim). A first metric fitted to chains still far from the typical set
+            # leaves long trajectories that the better one no longer needs (kidiq with 4
+            # chains: 14 -> 68 carried over, against 2 with 64 chains), and Adam's noisy
+            # moves would take the rest of the warm-up to shorten them.
+            ceiling = math.log(2.0 * math.sqrt(self.inverse_mass.shape[0]))
+            self.log_length = min(self.log_length, max(ceiling, math.log(step_size)))
             self.length_average = self.log_length
         self._found_step = step_size
         # The criterion's scale changed with the metric: forget the old gradient sizes and

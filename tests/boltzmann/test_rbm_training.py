@@ -166,6 +166,19 @@ def test_bad_training_settings_are_rejected():
         RBM(4, 2, method="cd", n_temperatures=3)
     with pytest.raises(DataError, match="monitor"):
         RBM(4, 2, monitor=["accuracy"])
+    with pytest.raises(DataError, match="monitor"):
+        RBM(4, 2, monitor=3)
+
+
+def test_monitor_none_records_nothing_like_an_empty_list():
+    data = (torch.arange(40).reshape(10, 4) % 3 == 0).float()
+    quiet = RBM(4, 2, n_epochs=2, seed=0, monitor=None).fit(data)
+    empty = RBM(4, 2, n_epochs=2, seed=0, monitor=()).fit(data)
+    auto = RBM(4, 2, n_epochs=2, seed=0).fit(data)
+    assert "reconstruction_error" in auto.history_[-1]
+    assert set(quiet.history_[-1]) == set(empty.history_[-1])
+    assert "reconstruction_error" not in quiet.history_[-1]
+    assert torch.equal(quiet.weights, empty.weights)
     with pytest.raises(DataError, match="validation_data"):
         RBM(4, 2).fit(torch.zeros(5, 4), validation_data=torch.zeros(5, 3))
 

@@ -229,6 +229,66 @@ def test_few_chains_adapt_the_trajectory_like_many(criterion):
         assert 1 / 3 < ratio < 3, (seed, few["trajectory_length"], many["trajectory_length"])
 
 
+def test_a_new_metric_caps_the_carried_trajectory_length():
+    """At a metric change T keeps its number of leapfrog steps, but at most 2 sqrt(dim): under
+    the new metric no direction has an sd above sqrt(dim). Without the ceiling, kidiq with 4
+    chains carried T from 14 to 68 out of a first metric fitted to chains still in their
+    transient (64 chains settle at 2)."""
+    from probgen.samplers.chees_adaptation import CheesAdaptation
+
+    def adaptation(length: float) -> CheesAdaptation:
+        return CheesAdaptation(
+            3,
+            1000,
+            step_size=0.03,
+            trajectory_length=length,
+            target_accept=0.65,
+            learning_rate=0.025,
+            max_leapfrog_steps=1000,
+            adapt_step_size=True,
+            adapt_trajectory_length=True,
+            adapt_mass_matrix=True,
+            like=torch.zeros(1, dtype=torch.float64),
+        )
+
+    long = adaptation(14.0)
+    long.restart_averaging(0.03)  # the first metric: nothing to carry over yet
+    assert long.trajectory_length == pytest.approx(14.0)
+    long.restart_averaging(0.15)  # a 5x longer step under the next metric
+    assert long.trajectory_length == pytest.approx(2 * math.sqrt(3))
+    short = adaptation(0.5)
+    short.restart_averaging(0.03)
+    short.restart_averaging(0.06)  # below the ceiling: the number of steps is kept
+    assert short.trajectory_length == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_few_chains_settle_kidiq_trajectory_like_many():
+    """kidiq_momiq (beta0 and beta1 correlated at -0.99, scales 100x apart): the first metric
+    comes from chains still far from the posterior, the next fixes the scales. 4 chains must
+    then settle T within 3x of 64 chains (they carried 18x before the metric-change ceiling)."""
+    from probgen.recipes._shared_data import SharedDataMissing
+
+    module = importlib.import_module("probgen.recipes.kidiq_momiq")
+    try:
+        posterior = module.build()
+    except SharedDataMissing as error:
+        pytest.skip(str(error))
+    lengths = {}
+    for chains in (4, 64):
+        samples = sample_chains(
+            posterior,
+            "chees",
+            num_chains=chains,
+            num_samples=10,
+            warmup=1000,
+            seed=0,
+            progress=False,
+        )
+        lengths[chains] = samples.attrs["chees"]["trajectory_length"]
+    assert 1 / 3 < lengths[4] / lengths[64] < 3, lengths
+
+
 @pytest.mark.filterwarnings("ignore::probgen.core.errors.ConvergenceWarning")
 def test_infer_table_has_a_chees_row(tmp_path):
     """`probgen infer` configs accept the chees method: its row is in the comparison table."""
