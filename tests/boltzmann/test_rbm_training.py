@@ -168,6 +168,8 @@ def test_bad_training_settings_are_rejected():
         RBM(4, 2, monitor=["accuracy"])
     with pytest.raises(DataError, match="monitor"):
         RBM(4, 2, monitor=3)
+    with pytest.raises(DataError, match="validation_data"):
+        RBM(4, 2).fit(torch.zeros(5, 4), validation_data=torch.zeros(5, 3))
 
 
 def test_monitor_none_records_nothing_like_an_empty_list():
@@ -179,8 +181,6 @@ def test_monitor_none_records_nothing_like_an_empty_list():
     assert set(quiet.history_[-1]) == set(empty.history_[-1])
     assert "reconstruction_error" not in quiet.history_[-1]
     assert torch.equal(quiet.weights, empty.weights)
-    with pytest.raises(DataError, match="validation_data"):
-        RBM(4, 2).fit(torch.zeros(5, 4), validation_data=torch.zeros(5, 3))
 
 
 def test_dbn_pretrains_greedily_samples_and_bounds_log_likelihood():
