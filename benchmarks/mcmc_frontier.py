@@ -680,6 +680,13 @@ def versions() -> dict[str, str]:
             found[module] = importlib.import_module(module).__version__
         except Exception:
             found[module] = "not installed"
+    try:
+        from importlib.metadata import version
+
+        found["pystan"] = version("pystan")
+        found["httpstan"] = version("httpstan")
+    except Exception:
+        found["pystan"] = "not installed"
     return found
 
 
