@@ -126,6 +126,23 @@ def under(mode: str) -> contextlib.AbstractContextManager:
     raise ValueError(f"unknown load mode {mode!r}")
 
 
+def cpu_model() -> str:
+    """The processor's model name from /proc/cpuinfo (``platform.processor()`` is often empty).
+
+    Shared machines change hardware between runs, and a ratio measured on one CPU family does
+    not carry to another, so each results file names the CPU it ran on.
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
 def load_modes(option: str) -> list[str]:
     """The modes a `--load` option runs, quiet first."""
     if option == "both":

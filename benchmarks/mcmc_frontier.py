@@ -54,7 +54,7 @@ import numpy as np
 import pyro
 import pyro.distributions as pdist
 import torch
-from _load import OtherLoad, add_options, apply_threads, load_modes, under
+from _load import OtherLoad, add_options, apply_threads, cpu_model, load_modes, under
 
 import probgen
 from probgen.samplers import diagnostics
@@ -699,7 +699,7 @@ def write_document(path: Path, quick: bool, results: dict, settings: dict, skipp
         },
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor(),
+            "processor": cpu_model(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
         },

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _load import add_options, apply_threads, load_modes, under
+from _load import add_options, apply_threads, cpu_model, load_modes, under
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -316,6 +316,7 @@ def machine(threads: int) -> dict[str, Any]:
 
     return {
         "platform": platform.platform(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "cpu_count": __import__("os").cpu_count(),
         "torch_threads": torch.get_num_threads(),

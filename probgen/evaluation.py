@@ -57,7 +57,7 @@ __all__ = ["evaluate", "format_table"]
 _IMAGE_CLASSIFIERS = {64: "digits", 784: "mnist"}
 _LIKELIHOOD_LABELS = {
     "exact": "held-out log-likelihood",
-    "lower_bound": "held-out lower bound on the log-likelihood (ELBO)",
+    "lower_bound": "held-out lower bound on the log-likelihood (e.g. an ELBO)",
     "estimate": "held-out log-likelihood estimate",
 }
 # Sign before a log-likelihood in the table: exact, a lower bound, an estimate.

@@ -1,10 +1,10 @@
 """The public contract suite: `check_density(model, data)` runs DESIGN.md's contract on a model.
 
 It checks what every probgen model promises: `log_prob_kind` is honest, `fit` returns the
-model and records `history_`, `log_prob` gives one finite figure per example, `sample` has the
-right shape and is reproducible from a seed, `.to()` returns the model, a save/load round trip
-keeps `log_prob` and samples, and, where it can be checked, that `exp(log_prob)` sums or
-integrates to one (exact sums over a finite support, a grid in one or two dimensions, an
+model and records `history_`, `log_prob` gives one finite figure per example and no autograd
+graph, `sample` has the right shape and is reproducible from a seed, `.to()` returns the
+model, a save/load round trip keeps `log_prob` and samples, and, where it can be checked,
+that `exp(log_prob)` sums or integrates to one (exact sums over a finite support, a grid in one or two dimensions, an
 importance-sampling estimate within its standard error of 1 up to 20 dimensions; see
 `probgen.core.normalization`) and that samples follow `exp(log_prob)`.
 
@@ -126,7 +126,14 @@ def check_density(
             raise ContractError("log_prob_kind is 'none' but log_prob returned a value")
         log_probs = None
     else:
-        log_probs = _as_tensor(model.log_prob(evaluation))
+        returned = model.log_prob(evaluation)
+        # A graph attached to the result would keep every activation of the evaluated batch
+        # alive (gigabytes when a test set is scored) for a value nobody differentiates.
+        _require(
+            not getattr(returned, "requires_grad", False),
+            "log_prob must not return an autograd graph (evaluate under torch.no_grad)",
+        )
+        log_probs = _as_tensor(returned)
         _require(
             log_probs.shape == (n_examples,),
             f"log_prob of {n_examples} examples must have shape ({n_examples},), "

@@ -316,6 +316,7 @@ class MADE(RenamedSettings, Model):
         return f"category codes 0..{self.n_categories - 1}"
 
     # ---- density contract ------------------------------------------------------------------
+    @torch.no_grad()
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact log-mass of each row of `x` (log-mean-exp over the mask ensemble).
 

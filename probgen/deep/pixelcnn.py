@@ -258,6 +258,7 @@ class PixelCNN(RenamedSettings, Model):
         return checked.reshape(-1, self.n_channels, self.height, self.width)
 
     # ---- density contract ------------------------------------------------------------------
+    @torch.no_grad()
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact log-mass of each image.
 

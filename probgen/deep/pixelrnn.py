@@ -284,6 +284,7 @@ class PixelRNN(Model):
         return picked.flatten(1).sum(-1)
 
     # ---- density contract ------------------------------------------------------------------
+    @torch.no_grad()
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact log-mass of each image.
 

@@ -245,6 +245,7 @@ class SequenceModel(RenamedSettings, Model):
             )
 
     # ---- density contract ------------------------------------------------------------------
+    @torch.no_grad()
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact log p(x) of each sequence (from the begin token, no end token).
 

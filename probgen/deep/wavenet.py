@@ -390,6 +390,7 @@ class WaveNet(RenamedSettings, Model):
         return tensor.to(self.device, self.dtype)
 
     # ---- density contract ------------------------------------------------------------------
+    @torch.no_grad()
     def log_prob(self, x: Any, condition: Any = None) -> torch.Tensor:
         """Exact log p(x | condition) of each sequence (from the begin step, no end step).
 
@@ -408,6 +409,7 @@ class WaveNet(RenamedSettings, Model):
         """
         return self.log_prob_steps(x, condition).sum(-1)
 
+    @torch.no_grad()
     def log_prob_steps(self, x: Any, condition: Any = None) -> torch.Tensor:
         """log p(x_t | x_<t, condition) of each step, zero after a sequence's end: (n, T)."""
         self.check_fitted("log_prob")

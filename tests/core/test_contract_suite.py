@@ -40,7 +40,11 @@ class ToyCategorical(Model):
         self.check_fitted("log_prob")
         if self.flaw == "no_density":
             return torch.zeros(len(x))
-        return self._log_probs()[torch.as_tensor(x).long()]
+        values = self._log_probs()[torch.as_tensor(x).long()]
+        if self.flaw == "graph":
+            # as a neural model evaluated outside torch.no_grad: the result carries a graph
+            values = values + torch.zeros((), requires_grad=True)
+        return values
 
     def sample(self, n, *, seed=None):
         if self.flaw == "unseeded":
@@ -86,6 +90,7 @@ def test_honest_model_passes():
         ("unnormalised", "exceed 0|sums to"),
         ("unseeded", "same seed"),
         ("wrong_sampler", "sample frequencies"),
+        ("graph", "autograd graph"),
     ],
 )
 def test_breaches_are_caught(flaw, message):
