@@ -4,9 +4,9 @@ It checks what every probgen model promises: `log_prob_kind` is honest, `fit` re
 model and records `history_`, `log_prob` gives one finite figure per example and no autograd
 graph, `sample` has the right shape and is reproducible from a seed, `.to()` returns the
 model, a save/load round trip keeps `log_prob` and samples, and, where it can be checked,
-that `exp(log_prob)` sums or integrates to one (exact sums over a finite support, a grid in one or two dimensions, an
-importance-sampling estimate within its standard error of 1 up to 20 dimensions; see
-`probgen.core.normalization`) and that samples follow `exp(log_prob)`.
+that `exp(log_prob)` sums or integrates to one (exact sums over a finite support, a grid in
+one or two dimensions, an importance-sampling estimate within its standard error of 1 up to 20
+dimensions; see `probgen.core.normalization`) and that samples follow `exp(log_prob)`.
 
 Example:
     >>> import probgen
