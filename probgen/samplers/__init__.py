@@ -10,7 +10,8 @@
   gathers them on rank 0, with the draws of the single-process run with the same seed.
 - `PyroDensity` (`pyro_density`): a Pyro model as a probgen Density over its unconstrained
   latent vector, built on `pyro_potential.PyroPotential`; `as_pyro` (`pyro_distribution`):
-  a probgen Density as a Pyro distribution.
+  a probgen Density as a Pyro distribution; `site_sums` evaluates the Normal sites of a
+  batched potential in a few passes over memory.
 
 Names are imported lazily, so that importing one module of the package (as the mixture family
 does with `gibbs`) does not load the others.

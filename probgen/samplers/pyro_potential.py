@@ -44,6 +44,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import Transform
 
 from probgen.core.errors import DataError
+from probgen.samplers.site_sums import site_chain_sum
 
 CHAIN_PLATE = "_probgen_chains"
 
@@ -318,9 +319,13 @@ class PyroPotential:
         for name, site in trace.nodes.items():
             if skip_site(site):
                 continue
-            log_prob = site["fn"].log_prob(site["value"])
-            log_prob = scale_and_mask(log_prob, site["scale"], site["mask"])
-            total = total + _per_chain_sum(log_prob, num_chains, self.max_plate_nesting, name)
+            # Normal sites (the large likelihood blocks) in a few passes over memory
+            site_sum = site_chain_sum(site, num_chains, self.max_plate_nesting)
+            if site_sum is None:
+                log_prob = site["fn"].log_prob(site["value"])
+                log_prob = scale_and_mask(log_prob, site["scale"], site["mask"])
+                site_sum = _per_chain_sum(log_prob, num_chains, self.max_plate_nesting, name)
+            total = total + site_sum
         return total, trace
 
     def _run_single(self, z: torch.Tensor) -> tuple[torch.Tensor, poutine.Trace]:
