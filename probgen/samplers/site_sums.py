@@ -100,7 +100,13 @@ class _NormalChainSum(torch.autograd.Function):
         # the scale's shape, with the chain axis kept whole
         kept = list(aligned_scale.shape)
         kept[axis] = full[axis]
-        residual = torch.sub(value, loc).div_(scale)
+        difference = torch.sub(value, loc)
+        # in place only where the difference already spans the block (a constant loc with
+        # observed data leaves it smaller than a per-chain scale makes the result)
+        if difference.shape == full:
+            residual = difference.div_(scale)
+        else:
+            residual = difference.div(scale)
         squares = residual.square().sum_to_size(kept)
         total = (
             -0.5 * _chain_sum(squares, axis, full, broadcast=False)

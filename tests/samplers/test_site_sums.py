@@ -65,6 +65,12 @@ def _no_event_dims(loc, scale, data):
     return fn, data, 1
 
 
+def _constant_loc_scale_per_chain(loc, scale, data):
+    # observed data about a fixed mean: only the scale carries the chains
+    fn = dist.Normal(torch.zeros((), dtype=torch.float64), scale[:, None])
+    return fn.expand([CHAINS, ROWS]).to_event(1), data, 0
+
+
 def _chain_free_site(loc, scale, data):
     # a site that does not depend on the chains: its one sum is shared by every chain
     fn = dist.Normal(torch.zeros(1, ROWS, dtype=torch.float64), 1.5).to_event(1)
@@ -77,6 +83,7 @@ CASES = [
     _scalar_scale_latent_value,
     _nested_plate,
     _no_event_dims,
+    _constant_loc_scale_per_chain,
     _chain_free_site,
 ]
 
